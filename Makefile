@@ -1,0 +1,45 @@
+# The README's commands. Everything installs into .venv (Python) and node_modules (Azurite).
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+HOST   ?= 127.0.0.1
+PORT   ?= 7071
+
+.PHONY: run test lint unit bench clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+
+# `make run`: the deployed dependencies plus uvicorn, then serve (mock upstream when nothing is set).
+$(VENV)/.run-installed: $(BIN)/python requirements.txt pyproject.toml
+	$(BIN)/pip install --quiet -r requirements.txt -e '.[serve]'
+	touch $@
+
+$(VENV)/.dev-installed: $(VENV)/.run-installed requirements-dev.txt
+	$(BIN)/pip install --quiet -r requirements-dev.txt
+	touch $@
+
+node_modules/.installed: package.json package-lock.json
+	npm ci --no-audit --no-fund --silent
+	touch $@
+
+run: $(VENV)/.run-installed
+	$(BIN)/llmops serve --host $(HOST) --port $(PORT)
+
+lint: $(VENV)/.dev-installed
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check llmops
+	$(BIN)/mypy
+
+test: $(VENV)/.dev-installed node_modules/.installed lint
+	$(BIN)/python -m pytest -q
+
+unit: $(VENV)/.dev-installed
+	$(BIN)/python -m pytest -q tests/unit
+
+bench: $(VENV)/.dev-installed
+	$(BIN)/python bench/gateway_overhead.py
+
+clean:
+	rm -rf $(VENV) node_modules .mypy_cache .ruff_cache .pytest_cache

@@ -1,0 +1,8 @@
+"""Azure Functions entry point: composition only. Each capability lives in a Blueprint."""
+
+import azure.functions as func
+
+from llmops.gateway.blueprint import bp as gateway
+
+app = func.FunctionApp(http_auth_level=func.AuthLevel.FUNCTION)
+app.register_functions(gateway)

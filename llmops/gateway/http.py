@@ -1,0 +1,189 @@
+"""HTTP handlers: `async def handler(request) -> response` on Starlette/FastAPI types.
+
+The same handler objects serve the Functions host (through
+`azurefunctions-extensions-http-fastapi`, see `blueprint.py`) and `llmops serve` (mounted in a
+Starlette app, see `llmops/server.py`). They adapt HTTP to the `Gateway` use case and
+nothing else; any exception they do not expect becomes a 500 in the OpenAI error shape with
+the request id, never a traceback.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+import orjson
+from starlette.requests import ClientDisconnect, Request
+from starlette.responses import Response, StreamingResponse
+
+from llmops import __version__
+from llmops.errors import GatewayError, error_body
+from llmops.gateway.service import CallInfo, Gateway
+from llmops.gateway.upstream import UpstreamResponse, UpstreamTimeout, UpstreamUnreachable
+from llmops.settings import Settings
+
+log = logging.getLogger("llmops.gateway")
+
+_AZURE_PATH = re.compile(r"/openai/deployments/([^/]+)/chat/completions/?$")
+_SSE_HEADERS = {"cache-control": "no-cache", "x-accel-buffering": "no"}
+
+
+class GatewayHandlers:
+    """The gateway's HTTP endpoints, bound to one `Gateway`."""
+
+    def __init__(self, gateway: Gateway) -> None:
+        self.gateway = gateway
+
+    async def chat_completions(self, request: Request) -> Response:
+        """POST /api/v1/chat/completions (OpenAI style: the model is in the body)."""
+        return await self._chat(request, path_deployment=None)
+
+    async def azure_chat_completions(self, request: Request) -> Response:
+        """POST /api/openai/deployments/{deployment}/chat/completions?api-version=..."""
+        deployment = request.path_params.get("deployment")
+        if not deployment:
+            match = _AZURE_PATH.search(request.url.path)
+            deployment = match.group(1) if match else None
+        if not deployment:
+            return _error(
+                GatewayError(404, "No deployment in the request path.", code="DeploymentNotFound"),
+                None,
+            )
+        return await self._chat(request, path_deployment=deployment)
+
+    async def models(self, request: Request) -> Response:
+        """GET /api/v1/models: the public model names this gateway serves."""
+        request_id = _new_request_id()
+        try:
+            self.gateway.authenticate(request.headers)
+        except GatewayError as exc:
+            return _error(exc, request_id)
+        data = [
+            {"id": name, "object": "model", "created": 0, "owned_by": "llmops-gateway"}
+            for name in sorted(self.gateway.settings.model_map)
+        ]
+        return _json({"object": "list", "data": data}, 200, request_id)
+
+    async def health(self, request: Request) -> Response:
+        """GET /api/health: liveness plus what is configured (never a secret)."""
+        return _json(
+            {"status": "ok", "version": __version__, **self.gateway.settings.describe()}, 200, None
+        )
+
+    async def _chat(self, request: Request, *, path_deployment: str | None) -> Response:
+        request_id = _new_request_id()
+        info: CallInfo | None = None
+        try:
+            consumer = self.gateway.authenticate(request.headers)
+            info = CallInfo(request_id=request_id, consumer=consumer)
+            raw = await _read_body(request, self.gateway.settings.max_body_bytes)
+            chat = self.gateway.parse(raw, info, path_deployment=path_deployment)
+            upstream = await self.gateway.complete(chat, info)
+        except GatewayError as exc:
+            return _error(exc, request_id)
+        except ClientDisconnect:
+            return _error(
+                GatewayError(400, "The client closed the connection.", code="client_disconnected"),
+                request_id,
+            )
+        except Exception:  # the promise: never a traceback, always an OpenAI-shaped error
+            log.exception("unexpected error in request %s", request_id)
+            return _error(
+                GatewayError(
+                    500,
+                    f"Internal gateway error (request {request_id}).",
+                    type="api_error",
+                    code="internal_error",
+                ),
+                request_id,
+            )
+        headers = {**upstream.headers, "x-request-id": request_id}
+        if info.deployment:
+            headers["x-llmops-deployment"] = info.deployment
+        if upstream.upstream_request_id:
+            headers["x-upstream-request-id"] = upstream.upstream_request_id
+        if upstream.chunks is None:
+            return Response(upstream.body, upstream.status, headers, "application/json")
+        return StreamingResponse(
+            _relay(upstream, request_id),
+            upstream.status,
+            {**headers, **_SSE_HEADERS},
+            "text/event-stream",
+        )
+
+
+async def _relay(upstream: UpstreamResponse, request_id: str) -> AsyncIterator[bytes]:
+    """Forward stream chunks as they arrive; a mid-stream fault ends with an SSE error event."""
+    assert upstream.chunks is not None
+    try:
+        async for chunk in upstream.chunks:
+            yield chunk
+    except (UpstreamTimeout, UpstreamUnreachable) as exc:
+        log.warning("upstream stream failed in request %s: %s", request_id, exc)
+        code = "upstream_timeout" if isinstance(exc, UpstreamTimeout) else "upstream_unreachable"
+        yield (
+            b"data: "
+            + error_body(f"Upstream stream interrupted: {exc}", type="api_error", code=code)
+            + b"\n\n"
+        )
+    finally:
+        await upstream.aclose()
+
+
+async def _read_body(request: Request, limit: int) -> bytes:
+    declared = request.headers.get("content-length")
+    too_large = GatewayError(
+        413, f"The request body is larger than {limit} bytes.", code="request_too_large"
+    )
+    if declared and declared.isdigit() and int(declared) > limit:
+        raise too_large
+    parts: list[bytes] = []
+    size = 0
+    async for part in request.stream():
+        size += len(part)
+        if size > limit:
+            raise too_large
+        parts.append(part)
+    return b"".join(parts)
+
+
+def _new_request_id() -> str:
+    return uuid.uuid4().hex
+
+
+def _json(payload: Any, status: int, request_id: str | None) -> Response:
+    headers = {"x-request-id": request_id} if request_id else None
+    return Response(orjson.dumps(payload), status, headers, "application/json")
+
+
+def _error(exc: GatewayError, request_id: str | None) -> Response:
+    headers = dict(exc.headers)
+    if request_id:
+        headers["x-request-id"] = request_id
+    return Response(exc.body(), exc.status, headers, "application/json")
+
+
+_default: GatewayHandlers | None = None
+
+
+def default_handlers() -> GatewayHandlers:
+    """The process-wide handlers, built from the environment on first use (Functions host)."""
+    global _default
+    if _default is None:
+        settings = Settings.from_env()
+        if settings.upstream == "mock" and not settings.upstream_explicit:
+            log.warning(
+                "no upstream configured: serving the offline mock model "
+                "(set AZURE_OPENAI_ENDPOINT or OPENAI_BASE_URL)"
+            )
+        _default = GatewayHandlers(Gateway(settings))
+    return _default
+
+
+def reset_default_handlers() -> None:
+    """Forget the process-wide handlers, so the next call re-reads the environment (tests)."""
+    global _default
+    _default = None
