@@ -13,7 +13,7 @@ from __future__ import annotations
 import azure.functions as func
 from azurefunctions.extensions.http.fastapi import Request, Response
 
-from llmops.gateway.http import default_handlers
+from llmops.gateway.http import dispatch
 
 bp = func.Blueprint()  # type: ignore[no-untyped-call]
 
@@ -27,7 +27,7 @@ HEALTH_ROUTE = "health"
 @bp.route(route=CHAT_ROUTE, methods=[func.HttpMethod.POST], auth_level=func.AuthLevel.FUNCTION)
 async def chat_completions(req: Request) -> Response:
     """OpenAI-style chat completions (streaming and not)."""
-    return await default_handlers().chat_completions(req)
+    return await dispatch("chat_completions", req)
 
 
 @bp.function_name("azure_chat_completions")
@@ -36,18 +36,18 @@ async def chat_completions(req: Request) -> Response:
 )
 async def azure_chat_completions(req: Request) -> Response:
     """Azure OpenAI-style chat completions: the deployment is in the path."""
-    return await default_handlers().azure_chat_completions(req)
+    return await dispatch("azure_chat_completions", req)
 
 
 @bp.function_name("list_models")
 @bp.route(route=MODELS_ROUTE, methods=[func.HttpMethod.GET], auth_level=func.AuthLevel.FUNCTION)
 async def list_models(req: Request) -> Response:
     """The public model names this gateway serves."""
-    return await default_handlers().models(req)
+    return await dispatch("models", req)
 
 
 @bp.function_name("health")
 @bp.route(route=HEALTH_ROUTE, methods=[func.HttpMethod.GET], auth_level=func.AuthLevel.ANONYMOUS)
 async def health(req: Request) -> Response:
     """Liveness and configuration summary."""
-    return await default_handlers().health(req)
+    return await dispatch("health", req)

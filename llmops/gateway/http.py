@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import re
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import orjson
@@ -23,7 +23,7 @@ from llmops import __version__
 from llmops.errors import GatewayError, error_body
 from llmops.gateway.service import CallInfo, Gateway
 from llmops.gateway.upstream import UpstreamResponse, UpstreamTimeout, UpstreamUnreachable
-from llmops.settings import Settings
+from llmops.settings import Settings, SettingsError
 
 log = logging.getLogger("llmops.gateway")
 
@@ -181,6 +181,23 @@ def default_handlers() -> GatewayHandlers:
             )
         _default = GatewayHandlers(Gateway(settings))
     return _default
+
+
+async def dispatch(endpoint: str, request: Request) -> Response:
+    """Run one endpoint of the process-wide handlers (what each Functions trigger does).
+
+    A configuration error is the operator's to fix: a 500 naming the setting, no traceback.
+    """
+    try:
+        handlers = default_handlers()
+    except SettingsError as exc:
+        log.error("gateway misconfigured: %s", exc)
+        error = GatewayError(
+            500, f"Gateway misconfigured: {exc}", type="api_error", code="configuration_error"
+        )
+        return _error(error, None)
+    handler: Callable[[Request], Awaitable[Response]] = getattr(handlers, endpoint)
+    return await handler(request)
 
 
 def reset_default_handlers() -> None:

@@ -119,13 +119,10 @@ class MockUpstream:
 
 def _choice(body: dict[str, Any], index: int) -> dict[str, Any]:
     prompt = _last_user_text(body.get("messages") or [])
-    tools = body.get("tools") or []
+    tools = [tool for tool in body.get("tools") or [] if _function_name(tool)]
     tool_choice = body.get("tool_choice")
-    wants_tool = tools and (tool_choice == "required" or isinstance(tool_choice, dict))
-    if wants_tool:
-        name = tools[0].get("function", {}).get("name", "tool")
-        if isinstance(tool_choice, dict):
-            name = tool_choice.get("function", {}).get("name", name)
+    if tools and (tool_choice == "required" or _function_name(tool_choice)):
+        name = _function_name(tool_choice) or _function_name(tools[0])
         call = {
             "id": f"call_mock{index}",
             "type": "function",
@@ -137,13 +134,19 @@ def _choice(body: dict[str, Any], index: int) -> dict[str, Any]:
         }
     summary = " ".join(prompt.split()[:12])
     text = f'Mock reply {index + 1}: you said "{summary}".' if summary else "Mock reply."
-    fmt = (body.get("response_format") or {}).get("type")
-    if fmt in ("json_object", "json_schema"):
+    if (body.get("response_format") or {}).get("type") in ("json_object", "json_schema"):
         text = orjson.dumps({"reply": text}).decode()
     return {
         "message": {"role": "assistant", "content": text, "refusal": None},
         "finish_reason": "stop",
     }
+
+
+def _function_name(item: Any) -> str | None:
+    """`item["function"]["name"]` when a tool or tool choice has that shape."""
+    function = item.get("function") if isinstance(item, dict) else None
+    name = function.get("name") if isinstance(function, dict) else None
+    return name if isinstance(name, str) and name else None
 
 
 def _last_user_text(messages: list[Any]) -> str:
@@ -153,7 +156,8 @@ def _last_user_text(messages: list[Any]) -> str:
             if isinstance(content, str):
                 return content
             if isinstance(content, list):
-                return " ".join(p.get("text", "") for p in content if isinstance(p, dict))
+                texts = [p.get("text") for p in content if isinstance(p, dict)]
+                return " ".join(t for t in texts if isinstance(t, str))
     return ""
 
 

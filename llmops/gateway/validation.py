@@ -14,6 +14,7 @@ import orjson
 
 from llmops.errors import bad_request
 
+MAX_CHOICES = 128  # OpenAI's own limit on `n`
 ROLES = frozenset({"system", "developer", "user", "assistant", "tool", "function"})
 
 # Parameters whose types we check because a wrong type is a client bug the upstream would
@@ -84,8 +85,8 @@ def parse_chat_request(raw: bytes, *, model_required: bool) -> ChatRequest:
                 param=name,
                 code="invalid_type",
             )
-    if body.get("n") is not None and body["n"] < 1:
-        raise bad_request("'n' must be at least 1.", param="n")
+    if body.get("n") is not None and not 1 <= body["n"] <= MAX_CHOICES:
+        raise bad_request(f"'n' must be between 1 and {MAX_CHOICES}.", param="n")
     return ChatRequest(body=body, raw=raw, model=model, stream=body.get("stream") is True)
 
 

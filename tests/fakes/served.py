@@ -1,0 +1,45 @@
+"""Serve a gateway with uvicorn on 127.0.0.1 in a background thread, for the length of a test."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+
+import uvicorn
+
+from llmops.gateway.service import Gateway
+from llmops.gateway.upstream import Upstream
+from llmops.server import create_app
+from llmops.settings import Settings
+
+
+@contextmanager
+def served_gateway(
+    env: Mapping[str, str], *, upstream: Upstream | None = None
+) -> Iterator[tuple[str, Gateway]]:
+    """Yield (`http://127.0.0.1:PORT`, gateway) for a gateway built from `env`."""
+    gateway = Gateway(Settings.from_env(env), upstream)
+    config = uvicorn.Config(
+        create_app(gateway),
+        host="127.0.0.1",
+        port=0,
+        log_level="warning",
+        access_log=False,
+        lifespan="on",
+    )
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, name="gateway", daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not server.started:
+        if time.monotonic() > deadline or not thread.is_alive():
+            raise RuntimeError("the gateway did not start")
+        time.sleep(0.01)
+    port = server.servers[0].sockets[0].getsockname()[1]
+    try:
+        yield f"http://127.0.0.1:{port}", gateway
+    finally:
+        server.should_exit = True
+        thread.join(10)

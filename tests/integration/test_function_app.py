@@ -1,0 +1,225 @@
+"""The Functions app as the host sees it: indexed bindings, and the functions called directly.
+
+Core Tools cannot be installed here, so the host is replaced by what it does: index
+`function_app.app`, then invoke each registered user function with the FastAPI (Starlette)
+request the Python worker would build for an HTTP stream.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+from starlette.requests import Request
+from starlette.responses import Response, StreamingResponse
+
+from tests.conftest import GATEWAY_KEY, GATEWAY_KEYS
+from tests.fakes.upstream import FakeUpstream
+
+pytestmark = pytest.mark.integration
+ROOT = Path(__file__).resolve().parents[2]
+
+EXPECTED = {
+    "chat_completions": ("v1/chat/completions", ["POST"], "function"),
+    "azure_chat_completions": (
+        "openai/deployments/{deployment}/chat/completions",
+        ["POST"],
+        "function",
+    ),
+    "list_models": ("v1/models", ["GET"], "function"),
+    "health": ("health", ["GET"], "anonymous"),
+}
+
+
+@functools.cache
+def functions() -> dict[str, Any]:
+    """Index the app once, as the host does (a second `get_functions()` call is refused)."""
+    import function_app
+
+    return {f.get_function_name(): f for f in function_app.app.get_functions()}
+
+
+def test_every_function_is_indexed_with_its_bindings() -> None:
+    indexed = functions()
+    assert set(indexed) == set(EXPECTED)
+    for name, (route, methods, auth_level) in EXPECTED.items():
+        function_json = json.loads(indexed[name].get_function_json())
+        trigger, output = function_json["bindings"]
+        assert trigger["type"] == "httpTrigger" and trigger["direction"] == "IN"
+        assert trigger["route"] == route
+        assert trigger["methods"] == methods
+        assert trigger["authLevel"] == auth_level.upper() or trigger["authLevel"] == auth_level
+        assert output == {"direction": "OUT", "type": "http", "name": "$return"}
+        assert indexed[name].is_http_function()
+
+
+def test_functions_take_fastapi_stream_types() -> None:
+    """The worker enables HTTP streams only for functions annotated with the extension types."""
+    from azurefunctions.extensions.http.fastapi import Request as StreamRequest
+
+    for function in functions().values():
+        annotations = function.get_user_function().__annotations__
+        assert annotations["req"] in (StreamRequest, "Request")
+
+
+def test_host_json_and_settings_files() -> None:
+    host = json.loads((ROOT / "host.json").read_text())
+    assert host["version"] == "2.0"
+    assert host["extensions"]["http"]["routePrefix"] == "api"
+    local = json.loads((ROOT / "local.settings.example.json").read_text())["Values"]
+    assert local["PYTHON_ENABLE_INIT_INDEXING"] == "1"
+    assert local["FUNCTIONS_WORKER_RUNTIME"] == "python"
+
+
+def test_import_function_app_stays_light() -> None:
+    """Cold start: heavy modules load inside the use cases that need them, not at import."""
+    code = (
+        "import sys, function_app; heavy = ['aiohttp', 'openai', 'mlflow', 'scipy', "
+        "'databricks', 'azure.identity', 'azure.storage.blob']; "
+        "print([m for m in heavy if m in sys.modules])"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True
+    )
+    assert out.stdout.strip() == "[]"
+
+
+def make_request(
+    method: str,
+    path: str,
+    body: bytes = b"",
+    headers: dict[str, str] | None = None,
+    path_params: dict[str, str] | None = None,
+    query: str = "",
+) -> Request:
+    """The request object the Python worker hands an HTTP-stream function."""
+    sent = False
+
+    async def receive() -> dict[str, Any]:
+        nonlocal sent
+        if sent:
+            return {"type": "http.disconnect"}
+        sent = True
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    raw_headers = [(k.lower().encode(), v.encode()) for k, v in (headers or {}).items()]
+    raw_headers.append((b"content-length", str(len(body)).encode()))
+    scope = {
+        "type": "http",
+        "method": method,
+        "path": path,
+        "raw_path": path.encode(),
+        "query_string": query.encode(),
+        "headers": raw_headers,
+        "scheme": "https",
+        "server": ("func.azurewebsites.net", 443),
+        "client": ("10.0.0.1", 5000),
+        "http_version": "1.1",
+        "root_path": "",
+        "path_params": path_params or {},
+    }
+    return Request(scope, receive)
+
+
+async def body_of(response: Response) -> bytes:
+    if isinstance(response, StreamingResponse):
+        return b"".join(
+            [
+                chunk if isinstance(chunk, bytes) else chunk.encode()  # type: ignore[misc]
+                async for chunk in response.body_iterator
+            ]
+        )
+    return bytes(response.body)
+
+
+@pytest.fixture
+def function_env(monkeypatch: pytest.MonkeyPatch, fake_upstream: FakeUpstream) -> FakeUpstream:
+    monkeypatch.setenv("AZURE_OPENAI_ENDPOINT", fake_upstream.url)
+    monkeypatch.setenv("AZURE_OPENAI_API_KEY", fake_upstream.api_key)
+    monkeypatch.setenv("LLMOPS_API_KEYS", GATEWAY_KEYS)
+    return fake_upstream
+
+
+CHAT_BODY = json.dumps({"model": "gpt-4o", "messages": [{"role": "user", "content": "hi"}]})
+
+
+async def test_chat_function_called_directly(function_env: FakeUpstream) -> None:
+    chat = functions()["chat_completions"].get_user_function()
+    response = await chat(
+        make_request(
+            "POST", "/api/v1/chat/completions", CHAT_BODY.encode(), {"api-key": GATEWAY_KEY}
+        )
+    )
+    assert response.status_code == 200
+    assert json.loads(await body_of(response))["choices"][0]["message"]["content"] == "echo: hi"
+    assert function_env.calls()[0].deployment == "gpt-4o"
+
+
+async def test_chat_function_streams(function_env: FakeUpstream) -> None:
+    chat = functions()["chat_completions"].get_user_function()
+    body = json.dumps({**json.loads(CHAT_BODY), "stream": True}).encode()
+    response = await chat(
+        make_request(
+            "POST", "/api/v1/chat/completions", body, {"authorization": f"Bearer {GATEWAY_KEY}"}
+        )
+    )
+    assert isinstance(response, StreamingResponse)
+    assert response.media_type == "text/event-stream"
+    events = (await body_of(response)).decode().strip().split("\n\n")
+    assert events[-1] == "data: [DONE]"
+    assert len(events) >= 4
+
+
+async def test_azure_function_uses_the_route_parameter(function_env: FakeUpstream) -> None:
+    azure = functions()["azure_chat_completions"].get_user_function()
+    response = await azure(
+        make_request(
+            "POST",
+            "/api/openai/deployments/chat-prod/chat/completions",
+            b'{"messages": [{"role": "user", "content": "hi"}]}',
+            {"api-key": GATEWAY_KEY},
+            path_params={"deployment": "chat-prod"},
+            query="api-version=2024-10-21",
+        )
+    )
+    assert response.status_code == 200
+    assert function_env.calls()[0].deployment == "chat-prod"
+
+
+async def test_function_errors_are_openai_shaped(function_env: FakeUpstream) -> None:
+    chat = functions()["chat_completions"].get_user_function()
+    unauthorized = await chat(make_request("POST", "/api/v1/chat/completions", b"{}"))
+    assert unauthorized.status_code == 401
+    bad = await chat(
+        make_request(
+            "POST", "/api/v1/chat/completions", b'{"model": "gpt-4o"}', {"api-key": GATEWAY_KEY}
+        )
+    )
+    assert bad.status_code == 400
+    assert json.loads(await body_of(bad))["error"]["param"] == "messages"
+
+
+async def test_models_and_health_functions(
+    function_env: FakeUpstream, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("LLMOPS_MODEL_MAP", "gpt-4o=gpt-4o")
+    listed = await functions()["list_models"].get_user_function()(
+        make_request("GET", "/api/v1/models", headers={"api-key": GATEWAY_KEY})
+    )
+    assert [m["id"] for m in json.loads(await body_of(listed))["data"]] == ["gpt-4o"]
+    health = await functions()["health"].get_user_function()(make_request("GET", "/api/health"))
+    assert json.loads(await body_of(health))["upstream"] == "azure"
+
+
+async def test_misconfiguration_is_a_clear_500(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("LLMOPS_UPSTREAM", "bedrock")
+    response = await functions()["health"].get_user_function()(make_request("GET", "/api/health"))
+    assert response.status_code == 500
+    error = json.loads(await body_of(response))["error"]
+    assert error["code"] == "configuration_error"
+    assert "LLMOPS_UPSTREAM" in error["message"]
