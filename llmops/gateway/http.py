@@ -179,6 +179,8 @@ def default_handlers() -> GatewayHandlers:
                 "no upstream configured: serving the offline mock model "
                 "(set AZURE_OPENAI_ENDPOINT or OPENAI_BASE_URL)"
             )
+        if settings.open_access:
+            log.warning("no LLMOPS_API_KEYS configured: every call is consumer 'anonymous'")
         _default = GatewayHandlers(Gateway(settings))
     return _default
 
