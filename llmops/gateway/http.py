@@ -10,10 +10,11 @@ the request id, never a traceback.
 from __future__ import annotations
 
 import logging
+import random
 import re
-import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
+from urllib.parse import quote
 
 import orjson
 from starlette.requests import ClientDisconnect, Request
@@ -100,11 +101,12 @@ class GatewayHandlers:
                 ),
                 request_id,
             )
-        headers = {**upstream.headers, "x-request-id": request_id}
+        headers = {name: header_value(value) for name, value in upstream.headers.items()}
+        headers["x-request-id"] = request_id
         if info.deployment:
-            headers["x-llmops-deployment"] = info.deployment
+            headers["x-llmops-deployment"] = header_value(info.deployment)
         if upstream.upstream_request_id:
-            headers["x-upstream-request-id"] = upstream.upstream_request_id
+            headers["x-upstream-request-id"] = header_value(upstream.upstream_request_id)
         if upstream.chunks is None:
             return Response(upstream.body, upstream.status, headers, "application/json")
         return StreamingResponse(
@@ -135,23 +137,39 @@ async def _relay(upstream: UpstreamResponse, request_id: str) -> AsyncIterator[b
 
 async def _read_body(request: Request, limit: int) -> bytes:
     declared = request.headers.get("content-length")
-    too_large = GatewayError(
-        413, f"The request body is larger than {limit} bytes.", code="request_too_large"
-    )
     if declared and declared.isdigit() and int(declared) > limit:
-        raise too_large
+        raise _too_large(limit)
     parts: list[bytes] = []
     size = 0
     async for part in request.stream():
         size += len(part)
         if size > limit:
-            raise too_large
+            raise _too_large(limit)
         parts.append(part)
     return b"".join(parts)
 
 
+def _too_large(limit: int) -> GatewayError:
+    return GatewayError(
+        413, f"The request body is larger than {limit} bytes.", code="request_too_large"
+    )
+
+
+def header_value(value: str) -> str:
+    """`value` as a safe HTTP header value: printable ASCII as is, anything else %-encoded.
+
+    Deployment names come from clients (body or path) and header values from the upstream;
+    a newline must never split a header, and non-Latin-1 text cannot be sent at all.
+    """
+    if value.isascii() and value.isprintable():
+        return value
+    return quote(value, safe=" !#$&'()*+,-./:;=?@[]^_`{|}~")
+
+
 def _new_request_id() -> str:
-    return uuid.uuid4().hex
+    # 128 random bits, as OpenTelemetry's id generator makes trace ids: unique, not secret,
+    # and without the system call `uuid4` makes on every request.
+    return f"{random.getrandbits(128):032x}"
 
 
 def _json(payload: Any, status: int, request_id: str | None) -> Response:

@@ -139,6 +139,8 @@ class HttpUpstream:
         self._static_headers["user-agent"] = f"llmops-gateway/{__version__}"
         self._settings = settings
         self._sessions: dict[asyncio.AbstractEventLoop, aiohttp.ClientSession] = {}
+        self._last_loop: asyncio.AbstractEventLoop | None = None
+        self._last_session: aiohttp.ClientSession | None = None
 
     def _url(self, deployment: str) -> str:
         if self.kind == "azure":
@@ -147,6 +149,8 @@ class HttpUpstream:
 
     def _session(self) -> aiohttp.ClientSession:
         loop = asyncio.get_running_loop()
+        if loop is self._last_loop and self._last_session is not None:
+            return self._last_session
         session = self._sessions.get(loop)
         if session is None or session.closed:
             import aiohttp
@@ -154,13 +158,12 @@ class HttpUpstream:
             connector = aiohttp.TCPConnector(
                 limit=self._settings.upstream_connections, ttl_dns_cache=300
             )
-            session = aiohttp.ClientSession(
-                connector=connector, auto_decompress=True, skip_auto_headers=("user-agent",)
-            )
+            session = aiohttp.ClientSession(connector=connector)
             self._sessions = {
                 known: s for known, s in self._sessions.items() if not known.is_closed()
             }
             self._sessions[loop] = session
+        self._last_loop, self._last_session = loop, session
         return session
 
     async def send(
@@ -174,19 +177,29 @@ class HttpUpstream:
         if self._token is not None:
             headers = {**headers, "authorization": f"Bearer {await self._token.get()}"}
         settings = self._settings
-        client_timeout = aiohttp.ClientTimeout(
-            total=None, sock_connect=settings.connect_timeout_s, sock_read=settings.read_timeout_s
-        )
+        # One timer per call, owned by aiohttp: a non-streamed answer must be complete within
+        # the call's remaining time; a stream must start within it and then never stall for
+        # longer than the read timeout.
+        if stream:
+            client_timeout = aiohttp.ClientTimeout(
+                sock_connect=settings.connect_timeout_s,
+                sock_read=min(settings.read_timeout_s, time_left_s),
+            )
+        else:
+            client_timeout = aiohttp.ClientTimeout(
+                total=time_left_s,
+                sock_connect=settings.connect_timeout_s,
+                sock_read=settings.read_timeout_s,
+            )
         response: aiohttp.ClientResponse | None = None
         try:
-            async with asyncio.timeout(time_left_s):
-                response = await self._session().post(
-                    self._url(deployment), data=raw, headers=headers, timeout=client_timeout
-                )
-                if not stream or response.status != 200:
-                    payload = await response.read()
-                    response.release()
-                    return _response(response, body=payload)
+            response = await self._session().post(
+                self._url(deployment), data=raw, headers=headers, timeout=client_timeout
+            )
+            if not stream or response.status != 200:
+                payload = await response.read()
+                response.release()
+                return _response(response, body=payload)
         except aiohttp.ConnectionTimeoutError as exc:
             raise UpstreamUnreachable(f"connecting to the upstream timed out: {exc}") from None
         except TimeoutError:
@@ -204,6 +217,7 @@ class HttpUpstream:
 
     async def aclose(self) -> None:
         sessions, self._sessions = self._sessions, {}
+        self._last_loop = self._last_session = None
         for session in sessions.values():
             if not session.closed:
                 await session.close()

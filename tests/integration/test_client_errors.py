@@ -206,3 +206,20 @@ def test_health_shows_configuration_without_secrets() -> None:
     assert health["consumers"] == 2 and health["open_access"] is False
     for secret in ("azure-secret-key-value", GATEWAY_KEY, "2cf24dba"):
         assert secret not in response.text
+
+
+@pytest.mark.parametrize(("path", "model", "expected"), [
+    ("/api/openai/deployments/a%0D%0Ax-evil:%201/chat/completions", None, "a%0D%0Ax-evil: 1"),
+    ("/api/openai/deployments/caf%C3%A9/chat/completions", None, "caf%C3%A9"),
+    (CHAT, "mod\nel-\u0100", "mod%0Ael-%C4%80"),
+])
+def test_odd_model_names_cannot_inject_headers(path: str, model: str | None,
+                                               expected: str) -> None:
+    body: dict[str, Any] = {"messages": GOOD["messages"]}
+    if model is not None:
+        body["model"] = model
+    with served_gateway({"LLMOPS_UPSTREAM": "mock"}) as (url, _):
+        response = httpx.post(f"{url}{path}", json=body)
+    assert response.status_code == 200
+    assert response.headers["x-llmops-deployment"] == expected
+    assert "x-evil" not in response.headers
