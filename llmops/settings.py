@@ -36,10 +36,39 @@ RETRY_MAX_WAIT_S = "LLMOPS_RETRY_MAX_WAIT_S"
 MOCK_LATENCY_MS = "LLMOPS_MOCK_LATENCY_MS"
 MOCK_CHUNK_DELAY_MS = "LLMOPS_MOCK_CHUNK_DELAY_MS"
 UPSTREAM_CONNECTIONS = "LLMOPS_UPSTREAM_CONNECTIONS"
+# Request log (llmops/logs)
+STORAGE = "AzureWebJobsStorage"  # connection string or UseDevelopmentStorage=true
+STORAGE_ACCOUNT_NAME = "AzureWebJobsStorage__accountName"  # identity-based
+STORAGE_BLOB_URI = "AzureWebJobsStorage__blobServiceUri"  # identity-based
+STORAGE_CLIENT_ID = "AzureWebJobsStorage__clientId"  # user-assigned managed identity
+REQUEST_LOG = "LLMOPS_REQUEST_LOG"  # on | off
+LOG_CONTAINER = "LLMOPS_LOG_CONTAINER"
+LOCAL_STORE_DIR = "LLMOPS_LOCAL_STORE_DIR"
+SPOOL_DIR = "LLMOPS_SPOOL_DIR"
+LOG_BATCH_RECORDS = "LLMOPS_LOG_BATCH_RECORDS"
+LOG_FLUSH_S = "LLMOPS_LOG_FLUSH_S"
+LOG_BUFFER_RECORDS = "LLMOPS_LOG_BUFFER_RECORDS"
+LOG_UPLOAD_TIMEOUT_S = "LLMOPS_LOG_UPLOAD_TIMEOUT_S"
+LOG_RETRY_S = "LLMOPS_LOG_RETRY_S"  # after a failed upload, spool directly for this long
+LOG_CONTENT = "LLMOPS_LOG_CONTENT"  # on | off: keep (redacted) messages and completions
+REDACT_MODE = "LLMOPS_REDACT_MODE"  # mask | hash | off
+REDACT_SALT = "LLMOPS_REDACT_SALT"
+REDACT_PATTERNS = "LLMOPS_REDACT_PATTERNS"  # JSON object: name -> regex
+FUNCTIONS_RUNTIME = "FUNCTIONS_WORKER_RUNTIME"  # set by the Functions host
+# Traces and metrics (llmops/tracing)
+TRACING = "LLMOPS_TRACING"  # on | off: one MLflow trace per call
+MLFLOW_TRACKING_URI = "MLFLOW_TRACKING_URI"  # `databricks` in Azure; default: a local SQLite store
+MLFLOW_EXPERIMENT_NAME = "MLFLOW_EXPERIMENT_NAME"  # on Databricks an absolute workspace path
+TRACE_QUEUE_RECORDS = "LLMOPS_TRACE_QUEUE_RECORDS"  # records waiting for export; beyond: dropped
+TRACE_FLUSH_TIMEOUT_S = "LLMOPS_TRACE_FLUSH_TIMEOUT_S"  # longest wait for a flush (shutdown, call)
+APPINSIGHTS_CONNECTION_STRING = "APPLICATIONINSIGHTS_CONNECTION_STRING"  # set: OTel metrics
 
 DEFAULT_AZURE_API_VERSION = "2024-10-21"
 # Azure's front end cuts an HTTP request at 230 s; every call, retries included, ends before.
 AZURE_HTTP_LIMIT_S = 230.0
+# Traces: a local SQLite store (needs the full `mlflow` package) unless MLFLOW_TRACKING_URI is set.
+DEFAULT_TRACKING_URI = "sqlite:///.llmops/mlflow.db"
+DEFAULT_EXPERIMENT_NAME = "llmops-gateway"
 
 UpstreamKind = Literal["azure", "openai", "mock"]
 _UPSTREAM_KINDS: tuple[UpstreamKind, ...] = ("azure", "openai", "mock")
@@ -55,6 +84,129 @@ class ConsumerKey:
 
     consumer: str
     sha256: bytes
+
+
+@dataclass(frozen=True)
+class LogSettings:
+    """Where and how request logs are written (see docs/request-log.md)."""
+
+    enabled: bool = True
+    container: str = "request-logs"
+    connection_string: str | None = field(default=None, repr=False)
+    blob_service_uri: str | None = None  # identity-based access (DefaultAzureCredential)
+    managed_identity_client_id: str | None = None
+    local_dir: str = ".llmops/store"  # used when no storage is configured
+    spool_dir: str = ""  # default: <tmp>/llmops-spool
+    batch_records: int = 500
+    flush_s: float = 1.0
+    buffer_records: int = 10_000
+    upload_timeout_s: float = 10.0
+    retry_s: float = 5.0
+    content: bool = True
+    redact_mode: Literal["mask", "hash", "off"] = "mask"
+    redact_salt: str = field(default="", repr=False)
+    redact_patterns: Mapping[str, str] = field(default_factory=dict)
+    flush_each_call: bool = False  # under the Functions host: an instance may freeze after a call
+
+    @property
+    def storage(self) -> str:
+        """`blob` when Blob Storage is configured, else `local`."""
+        return "blob" if self.connection_string or self.blob_service_uri else "local"
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> LogSettings:
+        """Read the request-log settings from `env`."""
+        import tempfile
+
+        def text(name: str) -> str | None:
+            value = env.get(name, "").strip()
+            return value or None
+
+        blob_uri = text(STORAGE_BLOB_URI)
+        account = text(STORAGE_ACCOUNT_NAME)
+        if blob_uri is None and account is not None:
+            blob_uri = f"https://{account}.blob.core.windows.net"
+        mode = (text(REDACT_MODE) or "mask").lower()
+        if mode not in ("mask", "hash", "off"):
+            raise SettingsError(f"{REDACT_MODE}={mode!r} is not one of mask, hash, off")
+        content = (text(LOG_CONTENT) or "on").lower()
+        if content not in ("on", "off", "true", "false", "1", "0"):
+            raise SettingsError(f"{LOG_CONTENT}={content!r} is not on or off")
+        patterns: dict[str, str] = {}
+        if text(REDACT_PATTERNS):
+            from llmops.redact import parse_extra_patterns
+
+            try:
+                patterns = parse_extra_patterns(text(REDACT_PATTERNS) or "")
+            except ValueError as exc:
+                raise SettingsError(f"{REDACT_PATTERNS}: {exc}") from None
+        flush_s = _number(env, LOG_FLUSH_S, 1.0, minimum=0.01, maximum=60)
+        enabled = (text(REQUEST_LOG) or "on").lower()
+        if enabled not in ("on", "off", "true", "false", "1", "0"):
+            raise SettingsError(f"{REQUEST_LOG}={enabled!r} is not on or off")
+        return cls(
+            enabled=enabled in ("on", "true", "1"),
+            container=text(LOG_CONTAINER) or "request-logs",
+            connection_string=text(STORAGE),
+            blob_service_uri=blob_uri,
+            managed_identity_client_id=text(STORAGE_CLIENT_ID),
+            local_dir=text(LOCAL_STORE_DIR) or ".llmops/store",
+            spool_dir=text(SPOOL_DIR) or os.path.join(tempfile.gettempdir(), "llmops-spool"),
+            batch_records=int(_number(env, LOG_BATCH_RECORDS, 500, minimum=1)),
+            flush_s=flush_s,
+            buffer_records=int(_number(env, LOG_BUFFER_RECORDS, 10_000, minimum=10)),
+            upload_timeout_s=_number(env, LOG_UPLOAD_TIMEOUT_S, 10.0, minimum=0.1),
+            retry_s=_number(env, LOG_RETRY_S, 5.0, minimum=0.0),
+            content=content in ("on", "true", "1"),
+            redact_mode=mode,  # type: ignore[arg-type]
+            redact_salt=text(REDACT_SALT) or "",
+            redact_patterns=patterns,
+            flush_each_call=text(FUNCTIONS_RUNTIME) is not None,
+        )
+
+
+@dataclass(frozen=True)
+class TraceSettings:
+    """MLflow traces and OpenTelemetry metrics of each call (see llmops/tracing)."""
+
+    enabled: bool = True
+    tracking_uri: str = DEFAULT_TRACKING_URI
+    experiment_name: str = DEFAULT_EXPERIMENT_NAME
+    queue_records: int = 10_000
+    flush_timeout_s: float = 10.0
+    appinsights_connection_string: str | None = field(default=None, repr=False)
+
+    @property
+    def metrics(self) -> bool:
+        """True when metrics go to Azure Monitor (Application Insights is configured)."""
+        return self.appinsights_connection_string is not None
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> TraceSettings:
+        """Read the tracing and metrics settings from `env`."""
+
+        def text(name: str) -> str | None:
+            value = env.get(name, "").strip()
+            return value or None
+
+        enabled = (text(TRACING) or "on").lower()
+        if enabled not in ("on", "off", "true", "false", "1", "0"):
+            raise SettingsError(f"{TRACING}={enabled!r} is not on or off")
+        uri = text(MLFLOW_TRACKING_URI) or DEFAULT_TRACKING_URI
+        experiment = text(MLFLOW_EXPERIMENT_NAME) or DEFAULT_EXPERIMENT_NAME
+        if uri.startswith("databricks") and not experiment.startswith("/"):
+            raise SettingsError(
+                f"{MLFLOW_EXPERIMENT_NAME}={experiment!r}: on Databricks an experiment is an "
+                "absolute workspace path, e.g. /Shared/llmops-gateway"
+            )
+        return cls(
+            enabled=enabled in ("on", "true", "1"),
+            tracking_uri=uri,
+            experiment_name=experiment,
+            queue_records=int(_number(env, TRACE_QUEUE_RECORDS, 10_000, minimum=1)),
+            flush_timeout_s=_number(env, TRACE_FLUSH_TIMEOUT_S, 10.0, minimum=0.0),
+            appinsights_connection_string=text(APPINSIGHTS_CONNECTION_STRING),
+        )
 
 
 @dataclass(frozen=True)
@@ -81,6 +233,8 @@ class Settings:
     mock_latency_ms: float = 0.0
     mock_chunk_delay_ms: float = 0.0
     upstream_connections: int = 256
+    logs: LogSettings = field(default_factory=LogSettings)
+    traces: TraceSettings = field(default_factory=TraceSettings)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -148,6 +302,8 @@ class Settings:
             mock_latency_ms=_number(env, MOCK_LATENCY_MS, 0.0, minimum=0.0),
             mock_chunk_delay_ms=_number(env, MOCK_CHUNK_DELAY_MS, 0.0, minimum=0.0),
             upstream_connections=int(_number(env, UPSTREAM_CONNECTIONS, 256, minimum=1)),
+            logs=LogSettings.from_env(env),
+            traces=TraceSettings.from_env(env),
         )
 
     @property
@@ -177,6 +333,13 @@ class Settings:
             "models": sorted(self.model_map),
             "model_map": "configured" if self.model_map else "pass-through",
             "consumers": len(self.api_keys),
+            "request_log": {
+                "storage": self.logs.storage,
+                "container": self.logs.container,
+                "target": self.logs.blob_service_uri
+                or ("connection string" if self.logs.connection_string else self.logs.local_dir),
+                "redaction": self.logs.redact_mode,
+            },
             "open_access": self.open_access,
         }
 

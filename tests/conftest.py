@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -44,8 +45,13 @@ def openai_env(fake_upstream: FakeUpstream) -> dict[str, str]:
 
 
 @pytest.fixture(autouse=True)
-def _fresh_default_handlers() -> Iterator[None]:
-    """The Functions handlers read the environment once; start every test from scratch."""
+def _fresh_default_handlers(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[None]:
+    """The Functions handlers read the environment once; start every test from scratch,
+    with request logs in the test's own folder."""
+    monkeypatch.setenv("LLMOPS_LOCAL_STORE_DIR", str(tmp_path / "store"))
+    monkeypatch.setenv("LLMOPS_SPOOL_DIR", str(tmp_path / "spool"))
+    for name in ("AzureWebJobsStorage", "FUNCTIONS_WORKER_RUNTIME"):
+        monkeypatch.delenv(name, raising=False)
     reset_default_handlers()
     yield
     reset_default_handlers()

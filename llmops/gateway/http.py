@@ -12,11 +12,13 @@ from __future__ import annotations
 import logging
 import random
 import re
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 from urllib.parse import quote
 
 import orjson
+from starlette.background import BackgroundTask
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response, StreamingResponse
 
@@ -76,31 +78,35 @@ class GatewayHandlers:
 
     async def _chat(self, request: Request, *, path_deployment: str | None) -> Response:
         request_id = _new_request_id()
-        info: CallInfo | None = None
+        trace_id, parent_span_id = trace_context(request.headers.get("traceparent"))
+        info = CallInfo(
+            request_id=request_id,
+            route="openai" if path_deployment is None else "azure",
+            trace_id=trace_id,
+            parent_span_id=parent_span_id,
+        )
         try:
-            consumer = self.gateway.authenticate(request.headers)
-            info = CallInfo(request_id=request_id, consumer=consumer)
+            info.consumer = self.gateway.authenticate(request.headers)
             raw = await _read_body(request, self.gateway.settings.max_body_bytes)
             chat = self.gateway.parse(raw, info, path_deployment=path_deployment)
             upstream = await self.gateway.complete(chat, info)
         except GatewayError as exc:
-            return _error(exc, request_id)
+            return self._failed(info, exc)
         except ClientDisconnect:
-            return _error(
-                GatewayError(400, "The client closed the connection.", code="client_disconnected"),
-                request_id,
+            error = GatewayError(
+                400, "The client closed the connection.", code="client_disconnected"
             )
+            return self._failed(info, error)
         except Exception:  # the promise: never a traceback, always an OpenAI-shaped error
             log.exception("unexpected error in request %s", request_id)
-            return _error(
-                GatewayError(
-                    500,
-                    f"Internal gateway error (request {request_id}).",
-                    type="api_error",
-                    code="internal_error",
-                ),
-                request_id,
+            error = GatewayError(
+                500,
+                f"Internal gateway error (request {request_id}).",
+                type="api_error",
+                code="internal_error",
             )
+            return self._failed(info, error)
+        info.status = upstream.status
         headers = {name: header_value(value) for name, value in upstream.headers.items()}
         headers["x-request-id"] = request_id
         if info.deployment:
@@ -108,31 +114,113 @@ class GatewayHandlers:
         if upstream.upstream_request_id:
             headers["x-upstream-request-id"] = header_value(upstream.upstream_request_id)
         if upstream.chunks is None:
-            return Response(upstream.body, upstream.status, headers, "application/json")
+            info.response_body = upstream.body
+            info.first_byte = info.done = time.monotonic()
+            self.gateway.finish(info)
+            return Response(
+                upstream.body,
+                upstream.status,
+                headers,
+                "application/json",
+                background=self._end_of_call(),
+            )
         return StreamingResponse(
-            _relay(upstream, request_id),
+            _relay(upstream, info, self.gateway, strip_usage=chat.strip_usage),
             upstream.status,
             {**headers, **_SSE_HEADERS},
             "text/event-stream",
+            background=self._end_of_call(),
         )
 
+    def _failed(self, info: CallInfo, error: GatewayError) -> Response:
+        info.fail(error)
+        self.gateway.finish(info)
+        return _error(error, info.request_id, background=self._end_of_call())
 
-async def _relay(upstream: UpstreamResponse, request_id: str) -> AsyncIterator[bytes]:
-    """Forward stream chunks as they arrive; a mid-stream fault ends with an SSE error event."""
+    def _end_of_call(self) -> BackgroundTask | None:
+        """Under the Functions host, flush the request log once the response is sent."""
+        if self.gateway.settings.logs.flush_each_call:
+            return BackgroundTask(self.gateway.flush)
+        return None
+
+
+def trace_context(traceparent: str | None) -> tuple[str, str | None]:
+    """(trace id, parent span id) from a W3C `traceparent` header, or a new trace id."""
+    if traceparent:
+        parts = traceparent.strip().lower().split("-")
+        if (
+            len(parts) >= 4
+            and len(parts[0]) == 2
+            and parts[0] != "ff"
+            and len(parts[1]) == 32
+            and len(parts[2]) == 16
+            and _is_hex(parts[1])
+            and _is_hex(parts[2])
+            and parts[1] != "0" * 32
+            and parts[2] != "0" * 16
+        ):
+            return parts[1], parts[2]
+    return f"{random.getrandbits(128):032x}", None
+
+
+def _is_hex(value: str) -> bool:
+    return all(c in "0123456789abcdef" for c in value)
+
+
+async def _relay(
+    upstream: UpstreamResponse, info: CallInfo, gateway: Gateway, *, strip_usage: bool
+) -> AsyncIterator[bytes]:
+    """Forward stream chunks as they arrive; a mid-stream fault ends with an SSE error event.
+
+    With `strip_usage` the gateway asked the upstream for a usage chunk the client did not
+    ask for: events are then forwarded whole, minus that one.
+    """
     assert upstream.chunks is not None
+    pending = b""
+    completed = False
     try:
         async for chunk in upstream.chunks:
-            yield chunk
+            if info.first_byte is None:
+                info.first_byte = time.monotonic()
+            info.chunks.append(chunk)
+            if not strip_usage:
+                yield chunk
+                continue
+            *events, pending = (pending + chunk).split(b"\n\n")
+            out = b"".join(event + b"\n\n" for event in events if not _usage_only(event))
+            if out:
+                yield out
+        if pending:
+            yield pending
+        completed = True
     except (UpstreamTimeout, UpstreamUnreachable) as exc:
-        log.warning("upstream stream failed in request %s: %s", request_id, exc)
+        log.warning("upstream stream failed in request %s: %s", info.request_id, exc)
         code = "upstream_timeout" if isinstance(exc, UpstreamTimeout) else "upstream_unreachable"
-        yield (
-            b"data: "
-            + error_body(f"Upstream stream interrupted: {exc}", type="api_error", code=code)
-            + b"\n\n"
-        )
+        message = f"Upstream stream interrupted: {exc}"
+        info.error = {"type": "api_error", "code": code, "message": message}
+        yield b"data: " + error_body(message, type="api_error", code=code) + b"\n\n"
+        completed = True
     finally:
+        info.done = time.monotonic()
+        if not completed and info.error is None:
+            info.error = {
+                "type": "client_disconnected",
+                "code": None,
+                "message": "The client stopped reading the stream.",
+            }
+        gateway.finish(info)
         await upstream.aclose()
+
+
+def _usage_only(event: bytes) -> bool:
+    """Is this SSE event the usage chunk (`choices: []` with a usage object)?"""
+    if b'"usage"' not in event or b'"choices"' not in event:
+        return False
+    try:
+        payload = orjson.loads(event.partition(b"data:")[2])
+    except orjson.JSONDecodeError:
+        return False
+    return isinstance(payload, dict) and payload.get("choices") == [] and bool(payload.get("usage"))
 
 
 async def _read_body(request: Request, limit: int) -> bytes:
@@ -177,11 +265,13 @@ def _json(payload: Any, status: int, request_id: str | None) -> Response:
     return Response(orjson.dumps(payload), status, headers, "application/json")
 
 
-def _error(exc: GatewayError, request_id: str | None) -> Response:
+def _error(
+    exc: GatewayError, request_id: str | None, background: BackgroundTask | None = None
+) -> Response:
     headers = dict(exc.headers)
     if request_id:
         headers["x-request-id"] = request_id
-    return Response(exc.body(), exc.status, headers, "application/json")
+    return Response(exc.body(), exc.status, headers, "application/json", background=background)
 
 
 _default: GatewayHandlers | None = None

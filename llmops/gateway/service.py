@@ -8,8 +8,10 @@ import asyncio
 import logging
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING, Any, Literal
+
+import orjson
 
 from llmops.errors import GatewayError
 from llmops.gateway.auth import authenticate
@@ -29,6 +31,9 @@ from llmops.gateway.upstream import (
 from llmops.gateway.validation import ChatRequest, parse_chat_request
 from llmops.settings import Settings
 
+if TYPE_CHECKING:
+    from llmops.logs.writer import RequestLogWriter
+
 log = logging.getLogger("llmops.gateway")
 
 
@@ -42,17 +47,39 @@ class Attempt:
     waited_s: float = 0.0
 
 
-@dataclass
+@dataclass(slots=True)
 class CallInfo:
-    """What happened to one call; the request log and the trace are built from this."""
+    """What happened to one call; the request log and the trace are built from this.
+
+    The hot path only fills in references and clock readings; `llmops.logs.record` turns
+    them into the record later, off the request path.
+    """
 
     request_id: str
-    consumer: str
+    route: str  # "openai" (model in the body) or "azure" (deployment in the path)
+    trace_id: str
+    parent_span_id: str | None = None
+    consumer: str | None = None
+    received_at: float = field(default_factory=time.time)
     started: float = field(default_factory=time.monotonic)
     model: str | None = None
     stream: bool = False
     deployment: str | None = None
+    upstream: str | None = None
     attempts: list[Attempt] = field(default_factory=list)
+    request_body: dict[str, Any] | None = None
+    status: int = 0
+    error: dict[str, Any] | None = None
+    response_body: bytes = b""
+    chunks: list[bytes] = field(default_factory=list)
+    first_byte: float | None = None  # monotonic: the answer's first byte from the upstream
+    done: float | None = None  # monotonic: the answer's last byte went to the client
+
+    def fail(self, error: GatewayError) -> None:
+        """Record the error the client gets."""
+        self.status = error.status
+        self.error = {"type": error.type, "code": error.code, "message": error.message}
+        self.done = time.monotonic()
 
     @property
     def retries(self) -> int:
@@ -82,9 +109,30 @@ def build_upstream(settings: Settings) -> Upstream:
 class Gateway:
     """One gateway: settings plus an upstream, shared by every call in the process."""
 
-    def __init__(self, settings: Settings, upstream: Upstream | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        upstream: Upstream | None = None,
+        request_log: RequestLogWriter | Literal["auto"] | None = "auto",
+    ) -> None:
         self.settings = settings
         self.upstream = upstream if upstream is not None else build_upstream(settings)
+        if request_log == "auto":
+            request_log = build_request_log(settings) if settings.logs.enabled else None
+        self.request_log = request_log
+
+    def finish(self, info: CallInfo) -> None:
+        """Hand a finished call to the request log (never blocks, never raises)."""
+        if self.request_log is not None:
+            try:
+                self.request_log.add(info)
+            except Exception:  # logging must never fail a call
+                log.exception("could not queue the request log of %s", info.request_id)
+
+    async def flush(self) -> None:
+        """Write buffered request logs now (end of a Functions invocation)."""
+        if self.request_log is not None:
+            await self.request_log.flush()
 
     def authenticate(self, headers: Mapping[str, str]) -> str:
         """The consumer making this call (401 `GatewayError` when the key is missing or wrong)."""
@@ -95,6 +143,14 @@ class Gateway:
         request = parse_chat_request(raw, model_required=path_deployment is None)
         info.model = path_deployment or request.model
         info.stream = request.stream
+        info.request_body = request.body
+        info.upstream = self.upstream.kind
+        if request.stream and self.request_log is not None and not request.wants_usage:
+            # Ask the upstream for the usage chunk; the handler removes it from the client's
+            # stream, which then looks exactly as the client asked for it.
+            options = {**(request.body.get("stream_options") or {}), "include_usage": True}
+            body = {**request.body, "stream_options": options}
+            request = replace(request, body=body, raw=orjson.dumps(body), strip_usage=True)
         return request
 
     async def complete(self, request: ChatRequest, info: CallInfo) -> UpstreamResponse:
@@ -170,8 +226,23 @@ class Gateway:
             return _final(outcome)
 
     async def aclose(self) -> None:
-        """Release the upstream's connections."""
+        """Flush the request log and release the upstream's connections."""
+        if self.request_log is not None:
+            await self.request_log.aclose()
         await self.upstream.aclose()
+
+
+def build_request_log(settings: Settings) -> RequestLogWriter:
+    """The request-log writer the settings configure (Blob Storage or a local folder)."""
+    from llmops.logs.store import store_for
+    from llmops.logs.writer import RequestLogWriter
+    from llmops.redact import Redactor
+
+    logs = settings.logs
+    redactor = Redactor(
+        mode=logs.redact_mode, salt=logs.redact_salt.encode(), extra=logs.redact_patterns
+    )
+    return RequestLogWriter(logs, store_for(logs), redactor)
 
 
 def _wait_before_retry(outcome: UpstreamResponse | GatewayError, attempts: int) -> float:

@@ -46,6 +46,8 @@ class ChatRequest:
     raw: bytes
     model: str | None
     stream: bool
+    wants_usage: bool = False  # the client set stream_options.include_usage
+    strip_usage: bool = False  # the gateway added it: drop the usage chunk from the stream
 
 
 def parse_chat_request(raw: bytes, *, model_required: bool) -> ChatRequest:
@@ -87,7 +89,10 @@ def parse_chat_request(raw: bytes, *, model_required: bool) -> ChatRequest:
             )
     if body.get("n") is not None and not 1 <= body["n"] <= MAX_CHOICES:
         raise bad_request(f"'n' must be between 1 and {MAX_CHOICES}.", param="n")
-    return ChatRequest(body=body, raw=raw, model=model, stream=body.get("stream") is True)
+    wants_usage = bool((body.get("stream_options") or {}).get("include_usage"))
+    return ChatRequest(
+        body=body, raw=raw, model=model, stream=body.get("stream") is True, wants_usage=wants_usage
+    )
 
 
 def _check_messages(body: dict[str, Any]) -> None:

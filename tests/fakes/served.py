@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import shutil
+import tempfile
 import threading
 import time
 from collections.abc import Iterator, Mapping
@@ -19,7 +21,16 @@ from llmops.settings import Settings
 def served_gateway(
     env: Mapping[str, str], *, upstream: Upstream | None = None
 ) -> Iterator[tuple[str, Gateway]]:
-    """Yield (`http://127.0.0.1:PORT`, gateway) for a gateway built from `env`."""
+    """Yield (`http://127.0.0.1:PORT`, gateway) for a gateway built from `env`.
+
+    Request logs go to a temporary folder unless `env` configures storage.
+    """
+    scratch = tempfile.mkdtemp(prefix="llmops-test-")
+    env = {
+        "LLMOPS_LOCAL_STORE_DIR": f"{scratch}/store",
+        "LLMOPS_SPOOL_DIR": f"{scratch}/spool",
+        **env,
+    }
     gateway = Gateway(Settings.from_env(env), upstream)
     config = uvicorn.Config(
         create_app(gateway),
@@ -43,3 +54,4 @@ def served_gateway(
     finally:
         server.should_exit = True
         thread.join(10)
+        shutil.rmtree(scratch, ignore_errors=True)

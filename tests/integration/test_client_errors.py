@@ -208,13 +208,15 @@ def test_health_shows_configuration_without_secrets() -> None:
         assert secret not in response.text
 
 
-@pytest.mark.parametrize(("path", "model", "expected"), [
-    ("/api/openai/deployments/a%0D%0Ax-evil:%201/chat/completions", None, "a%0D%0Ax-evil: 1"),
-    ("/api/openai/deployments/caf%C3%A9/chat/completions", None, "caf%C3%A9"),
-    (CHAT, "mod\nel-\u0100", "mod%0Ael-%C4%80"),
-])
-def test_odd_model_names_cannot_inject_headers(path: str, model: str | None,
-                                               expected: str) -> None:
+@pytest.mark.parametrize(
+    ("path", "model", "expected"),
+    [
+        ("/api/openai/deployments/a%0D%0Ax-evil:%201/chat/completions", None, "a%0D%0Ax-evil: 1"),
+        ("/api/openai/deployments/caf%C3%A9/chat/completions", None, "caf%C3%A9"),
+        (CHAT, "mod\nel-\u0100", "mod%0Ael-%C4%80"),
+    ],
+)
+def test_odd_model_names_cannot_inject_headers(path: str, model: str | None, expected: str) -> None:
     body: dict[str, Any] = {"messages": GOOD["messages"]}
     if model is not None:
         body["model"] = model

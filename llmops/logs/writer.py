@@ -1,0 +1,298 @@
+"""The request-log writer: records leave the request path at once and reach the store in
+batches, or a local spool when the store is down, from which they are replayed.
+
+Guarantee (docs/request-log.md): every call whose handler finished is written exactly once,
+provided the process stops gracefully (`aclose`) or, under the Functions host, the call's
+invocation ran its end-of-call flush, and the spool's disk survives until the store is back.
+Exactly once holds because each batch's blob name (`<instance>-<seq>`) is fixed before the
+first attempt: a retry, a timed-out upload that did land, or a replay from the spool all
+overwrite the same blob. `add()` never blocks, never raises and never waits for I/O.
+
+Everything runs on the event loop that serves the calls: measured, a background thread that
+serialises records costs more throughput than batched work between requests (the GIL is
+shared with the loop). Batches are built in slices that yield to the loop, so a flush never
+stalls requests for long.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import random
+import socket
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import orjson
+
+from llmops.logs.layout import batch_name
+from llmops.logs.record import build_record
+from llmops.logs.store import LogStore
+from llmops.settings import LogSettings
+
+if TYPE_CHECKING:
+    from llmops.gateway.service import CallInfo
+    from llmops.redact import Redactor
+
+log = logging.getLogger("llmops.logs")
+RecordSink = Callable[[list[dict[str, Any]]], None]  # receives each batch's built records
+_SLICE = 64  # records built between two yields to the event loop
+
+
+def instance_id() -> str:
+    """This process's name in blob names: host (or Functions instance), pid, boot nonce."""
+    host = os.environ.get("WEBSITE_INSTANCE_ID", "")[:12] or socket.gethostname()
+    host = "".join(c if c.isalnum() or c == "-" else "-" for c in host)[:40] or "host"
+    return f"{host}-{os.getpid()}-{random.getrandbits(24):06x}"
+
+
+class RequestLogWriter:
+    """Buffers finished calls and writes them as JSON Lines batches."""
+
+    def __init__(
+        self,
+        settings: LogSettings,
+        store: LogStore,
+        redactor: Redactor,
+        *,
+        instance: str | None = None,
+        sinks: Sequence[RecordSink] = (),
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.settings = settings
+        self.store = store
+        self.redactor = redactor
+        self.instance = instance or instance_id()
+        self.sinks = list(sinks)
+        self._failed_sinks: set[str] = set()
+        self.spool = Path(settings.spool_dir) / settings.container
+        self.stats = {
+            "added": 0,
+            "written": 0,
+            "spooled": 0,
+            "replayed": 0,
+            "spilled": 0,
+            "upload_failures": 0,
+            "build_failures": 0,
+        }
+        self._pending: list[CallInfo] = []
+        self._unsent: list[tuple[str, bytes]] = []  # neither uploaded nor spooled (disk full)
+        self._sequence = 0
+        self._lock = asyncio.Lock()
+        self._timer: asyncio.TimerHandle | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._down_until = 0.0
+        self._clock = clock
+        self._outage_logged = False
+        self._spool_pending = self.spool.is_dir() and any(self.spool.glob("*.jsonl"))
+
+    # --- the request path ----------------------------------------------------------------
+    def add(self, info: CallInfo) -> None:
+        """Queue one finished call. O(1); the flush happens later, on the loop."""
+        self._pending.append(info)
+        self.stats["added"] += 1
+        pending = len(self._pending)
+        if pending >= self.settings.buffer_records:
+            # The store is too slow to keep up: spill the buffer to disk instead of growing.
+            batch, self._pending = self._pending, []
+            self.stats["spilled"] += len(batch)
+            self._start(self._spill(batch))
+        elif pending >= self.settings.batch_records:
+            self._kick()
+        elif self._timer is None:
+            self._timer = asyncio.get_running_loop().call_later(self.settings.flush_s, self._kick)
+
+    def _kick(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()  # a no-op when the timer itself called us
+            self._timer = None
+        if not self._lock.locked():
+            self._start(self.flush())
+
+    def _start(self, work: Any) -> None:
+        task = asyncio.get_running_loop().create_task(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    # --- flushing ----------------------------------------------------------------------------
+    async def flush(self) -> None:
+        """Write everything added so far to the store, or to the spool if the store fails."""
+        async with self._lock:
+            if self._timer is not None:
+                self._timer.cancel()
+                self._timer = None
+            batch, self._pending = self._pending, []
+            blobs, self._unsent = self._unsent, []
+            try:
+                blobs += await self._build(batch)
+            except Exception:  # a bug while serialising: keep the calls for the next flush
+                log.exception("could not serialise a request-log batch; keeping it")
+                self._pending[:0] = batch
+                self._unsent = blobs
+                batch, blobs = [], []
+            try:
+                if self._spool_pending and self._store_available():
+                    await self._replay()
+                for index, (name, data) in enumerate(blobs):
+                    if not await self._deliver(name, data):
+                        self._unsent.extend(blobs[index + 1 :])
+                        break
+            except Exception:  # never lose what was taken out of the buffer
+                log.exception("request-log flush failed; keeping the batch for the next flush")
+                self._unsent.extend(blobs)
+        if len(self._pending) >= self.settings.batch_records:
+            self._kick()  # a full batch arrived while this one was written: no waiting
+        elif self._pending and self._timer is None:
+            self._timer = asyncio.get_running_loop().call_later(self.settings.flush_s, self._kick)
+
+    async def aclose(self) -> None:
+        """Flush what is buffered (graceful shutdown), then release the store."""
+        for task in list(self._tasks):
+            await task
+        await self.flush()
+        if self._unsent:
+            log.error("%d request-log batches could not be written or spooled", len(self._unsent))
+        await self.store.aclose()
+
+    async def _spill(self, batch: list[CallInfo]) -> None:
+        for name, data in await self._build(batch):
+            if not await self._to_spool(name, data):
+                self._unsent.append((name, data))
+
+    async def _build(self, batch: list[CallInfo]) -> list[tuple[str, bytes]]:
+        """Serialise a batch as JSON Lines, one blob per hour of `received_at`."""
+        by_hour: dict[str, list[bytes]] = {}
+        records = []
+        for start in range(0, len(batch), _SLICE):
+            for info in batch[start : start + _SLICE]:
+                record = self._record(info)
+                records.append(record)
+                by_hour.setdefault(record["received_at"][:13], []).append(
+                    orjson.dumps(record) + b"\n"
+                )
+            await asyncio.sleep(0)
+        self._notify(records)
+        blobs = []
+        for hour, lines in by_hour.items():  # hour is "YYYY-MM-DDTHH"
+            self._sequence += 1
+            blobs.append((batch_name(hour, self.instance, self._sequence), b"".join(lines)))
+        return blobs
+
+    def _notify(self, records: list[dict[str, Any]]) -> None:
+        """Hand the batch's (redacted) records to the sinks: traces, metrics. A sink must not
+        block the loop (offload slow work itself); its failures are logged, never raised."""
+        for sink in self.sinks:
+            try:
+                sink(records)
+            except Exception:
+                name = getattr(sink, "__qualname__", type(sink).__name__)
+                if name not in self._failed_sinks:
+                    self._failed_sinks.add(name)
+                    log.exception("request-log sink %s failed (logged once)", name)
+
+    def _record(self, info: CallInfo) -> dict[str, Any]:
+        try:
+            return build_record(
+                info, self.redactor, content=self.settings.content, instance=self.instance
+            )
+        except Exception as exc:  # a bug here must cost the detail, never the record
+            self.stats["build_failures"] += 1
+            log.exception("could not build the request-log record of %s", info.request_id)
+            from llmops.logs.layout import iso
+
+            return {
+                "schema": "llmops.request_log",
+                "schema_version": 1,
+                "request_id": info.request_id,
+                "trace_id": info.trace_id,
+                "received_at": iso(info.received_at),
+                "consumer": info.consumer,
+                "model": info.model,
+                "status": info.status,
+                "error": {
+                    "type": "record_build_failed",
+                    "code": type(exc).__name__,
+                    "message": "the gateway could not build this record",
+                },
+                "instance": self.instance,
+            }
+
+    def _store_available(self) -> bool:
+        return self._clock() >= self._down_until
+
+    async def _deliver(self, name: str, data: bytes) -> bool:
+        """Upload, or spool when the store is down. False only if both failed."""
+        if self._store_available():
+            try:
+                await asyncio.wait_for(self.store.put(name, data), self.settings.upload_timeout_s)
+            except Exception as exc:
+                self.stats["upload_failures"] += 1
+                self._down_until = self._clock() + self.settings.retry_s
+                if not self._outage_logged:
+                    log.warning(
+                        "request-log store %s failed (%s: %s); spooling to %s",
+                        self.store.description,
+                        type(exc).__name__,
+                        exc,
+                        self.spool,
+                    )
+                    self._outage_logged = True
+            else:
+                self.stats["written"] += data.count(b"\n")
+                return True
+        return await self._to_spool(name, data)
+
+    async def _to_spool(self, name: str, data: bytes) -> bool:
+        try:
+            await asyncio.to_thread(_spool_write, self.spool, name, data)
+        except OSError:
+            log.exception("could not spool request-log batch %s", name)
+            return False
+        self._spool_pending = True
+        self.stats["spooled"] += data.count(b"\n")
+        return True
+
+    async def _replay(self) -> None:
+        """Upload spooled batches under their original names, oldest first, until the spool
+        is empty (a spill may add files while a replay runs)."""
+        while True:
+            files = sorted(self.spool.glob("*.jsonl")) if self.spool.is_dir() else []
+            if not files:
+                break
+            for path in files:
+                data = path.read_bytes()
+                try:
+                    await asyncio.wait_for(
+                        self.store.put(_spool_to_name(path.name), data),
+                        self.settings.upload_timeout_s,
+                    )
+                except Exception:
+                    self._down_until = self._clock() + self.settings.retry_s
+                    return
+                path.unlink(missing_ok=True)
+                self.stats["replayed"] += data.count(b"\n")
+        self._spool_pending = False
+        if self._outage_logged:
+            log.warning("request-log store %s is back; spool replayed", self.store.description)
+            self._outage_logged = False
+
+
+def _spool_write(folder: Path, name: str, data: bytes) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / _name_to_spool(name)
+    temporary = path.with_suffix(".tmp")
+    temporary.write_bytes(data)
+    os.replace(temporary, path)
+
+
+# Spool file names keep the blob name (date, hour, instance, sequence) so that sorting the
+# files replays oldest first and a replay lands under the very name the upload would have.
+def _name_to_spool(name: str) -> str:
+    return name.replace("/", "~")
+
+
+def _spool_to_name(filename: str) -> str:
+    return filename.replace("~", "/")
