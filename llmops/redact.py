@@ -740,6 +740,10 @@ def parse_extra_patterns(raw: str) -> dict[str, str]:
 # --- The redactor ---------------------------------------------------------------------------
 
 
+_SHORT = 40  # characters: strings up to this long have their redaction remembered
+_SHORT_ENTRIES = 4096
+
+
 @dataclass(frozen=True)
 class Redactor:
     """Finds PII and secrets in text and replaces them (see the module docstring).
@@ -761,6 +765,11 @@ class Redactor:
     )
     _protected: re.Pattern[str] = field(
         init=False, repr=False, compare=False, hash=False, default=_BUILTIN_PLACEHOLDERS
+    )
+    # Short strings recur on every record (roles, model and tool names, finish reasons):
+    # their redaction is remembered. Bounded; a pure function of the text, so safe to share.
+    _short: dict[str, str] = field(
+        init=False, repr=False, compare=False, hash=False, default_factory=dict
     )
 
     def __post_init__(self) -> None:
@@ -847,6 +856,16 @@ class Redactor:
         return self._placeholder(SECRET, value)
 
     def _redact(self, text: str, counts: Counter[str] | None) -> str:
+        if counts is None and len(text) <= _SHORT:
+            known = self._short.get(text)
+            if known is None:
+                known = self._redact_all(text, None)
+                if len(self._short) < _SHORT_ENTRIES:
+                    self._short[text] = known
+            return known
+        return self._redact_all(text, counts)
+
+    def _redact_all(self, text: str, counts: Counter[str] | None) -> str:
         for _ in range(_MAX_PASSES):
             spans = self._find(text)
             if not spans:

@@ -14,9 +14,21 @@ LAYOUT_VERSION = "v1"
 TIMESTAMP_FORMAT = "%Y-%m-%dT%H:%M:%S.%fZ"  # fixed width: strings sort like the instants
 
 
+_last_second: tuple[int, str] = (-1, "")  # the last whole second formatted (one tuple: atomic)
+
+
 def iso(ts: float) -> str:
-    """A Unix time as the record's fixed-width UTC timestamp."""
-    return datetime.fromtimestamp(ts, UTC).strftime(TIMESTAMP_FORMAT)
+    """A Unix time as the record's fixed-width UTC timestamp (microseconds, `Z`)."""
+    second = int(ts // 1)
+    micros = round((ts - second) * 1_000_000)
+    if micros == 1_000_000:
+        second, micros = second + 1, 0
+    global _last_second
+    cached = _last_second
+    if cached[0] != second:  # records of one batch mostly share their seconds
+        text = datetime.fromtimestamp(second, UTC).strftime("%Y-%m-%dT%H:%M:%S")
+        cached = _last_second = (second, text)
+    return f"{cached[1]}.{micros:06d}Z"
 
 
 def parse_iso(value: str) -> datetime:
