@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -33,11 +34,18 @@ def clean_env(**extra: str) -> dict[str, str]:
     return {**env, **extra}
 
 
-def test_serve_with_nothing_configured_is_the_announced_open_mock() -> None:
+def test_serve_with_nothing_configured_is_the_announced_open_mock(tmp_path: Path) -> None:
     port = free_port()
+    store = tmp_path / "store"
+    env = clean_env(
+        LLMOPS_LOCAL_STORE_DIR=str(store),
+        LLMOPS_SPOOL_DIR=str(tmp_path / "spool"),
+        LLMOPS_LOG_FLUSH_S="60",
+        LLMOPS_TRACING="off",
+    )
     process = subprocess.Popen(
         [str(LLMOPS), "serve", "--port", str(port)],
-        env=clean_env(),
+        env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
@@ -66,6 +74,10 @@ def test_serve_with_nothing_configured_is_the_announced_open_mock() -> None:
     assert "Application shutdown complete" in output
     assert "OFFLINE MOCK" in output and "no upstream is configured" in output
     assert "OPEN ACCESS" in output
+    # The only flush possible before the 60 s timer was the one at graceful shutdown.
+    [log_file] = list((store / "request-logs").rglob("*.jsonl"))
+    [record] = [json.loads(line) for line in log_file.read_text().splitlines()]
+    assert record["model"] == "demo" and record["consumer"] == "anonymous"
 
 
 def test_serve_refuses_a_bad_configuration() -> None:
