@@ -11,9 +11,9 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 
-# `make run`: the deployed dependencies plus uvicorn, then serve (mock upstream when nothing is set).
+# `make run`: the deployed dependencies, uvicorn and full MLflow (local traces), then serve.
 $(VENV)/.run-installed: $(BIN)/python requirements.txt pyproject.toml
-	$(BIN)/pip install --quiet -r requirements.txt -e '.[serve]'
+	$(BIN)/pip install --quiet -r requirements.txt -e '.[serve,local]'
 	touch $@
 
 $(VENV)/.dev-installed: $(VENV)/.run-installed requirements-dev.txt

@@ -5,7 +5,8 @@ server/client stack as the gateway doing the least a proxy can do) and "gateway"
 (`llmops serve`). "vs direct" is what a proxy adds over the upstream: the median of the
 per-round differences for latency, of the per-round ratios for throughput. "gateway / floor"
 compares the two proxies: the per-round throughput ratio, the ratio of the added latencies,
-the ratio of CPU time per request.
+the ratio of CPU time per request. A second table compares "gateway+log" (the gateway with
+its request log on) with "gateway" (log off), per round, against the request log's targets.
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ from _runner import Run
 
 SIDES = ("direct", "floor", "gateway")
 PROXIES = ("floor", "gateway")
+LOGGED = "gateway+log"  # the gateway with LLMOPS_REQUEST_LOG=on
+ALL_PROXIES = (*PROXIES, LOGGED)
 THROUGHPUT = ("chat c=16", "chat c=64", "stream c=16", "slow c=64")  # scenarios under load
 CPU_ROWS = ("chat c=1", "chat c=64", "stream c=16")  # scenarios with a CPU-per-request row
 
@@ -32,14 +35,15 @@ class Findings:
     imports_s: dict[str, list[float]] = field(default_factory=dict)
     litellm: str = ""  # why LiteLLM Proxy was not measured, when it was asked for
     litellm_memory_mb: tuple[float, float] = (0.0, 0.0)
+    log_records: dict[str, dict[str, int]] = field(default_factory=dict)  # per gateway+log
 
     def med(self, key: str, attr: str) -> float:
         """Median of one figure across rounds."""
         return float(statistics.median(getattr(run, attr) for run in self.runs[key]))
 
-    def added(self, scenario: str, attr: str, side: str) -> float:
-        """Median of the per-round differences, `side` minus direct."""
-        pairs = zip(self.runs[f"{scenario}/direct"], self.runs[f"{scenario}/{side}"], strict=True)
+    def added(self, scenario: str, attr: str, side: str, over: str = "direct") -> float:
+        """Median of the per-round differences, `side` minus `over`."""
+        pairs = zip(self.runs[f"{scenario}/{over}"], self.runs[f"{scenario}/{side}"], strict=True)
         return float(statistics.median(getattr(s, attr) - getattr(d, attr) for d, s in pairs))
 
     def ratio(self, scenario: str, side: str, over: str = "direct") -> float:
@@ -220,11 +224,110 @@ def table(f: Findings) -> list[list[str]]:
     return t.rows
 
 
-def markdown(rows: list[list[str]]) -> str:
+def markdown(rows: list[list[str]], header: list[str] = HEADER) -> str:
     """A padded markdown table: readable in a terminal, pasteable into docs."""
-    widths = [max(len(row[i]) for row in [HEADER, *rows]) for i in range(len(HEADER))]
-    lines = [HEADER, ["-" * w for w in widths], *rows]
+    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
+    lines = [header, ["-" * w for w in widths], *rows]
     return "\n".join(
         "| " + " | ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)) + " |"
         for row in lines
     )
+
+
+LOG_HEADER = ["scenario", "gateway", LOGGED, "log vs gateway", "target", "result"]
+LOG_BOUNDS = {"chat c=1 p50": 0.3, "chat c=1 p99": 1.0}  # ms added at most, from the issue
+
+
+def _name(scenario: str) -> str:
+    return scenario.replace("chat", "non-stream").replace("slow", "slow upstream (50 ms)")
+
+
+def log_table(f: Findings) -> list[list[str]]:
+    """The request log's cost: gateway+log against gateway (log off), as per-round differences
+    or ratios, and the records written against the calls sent. Columns: LOG_HEADER."""
+    rows: list[list[str]] = []
+    g, lg = "gateway", LOGGED
+
+    def row(
+        name: str, gw: str, log: str, vs: str, target: str = "", ok: bool | None = None
+    ) -> None:
+        rows.append([name, gw, log, vs, target, RESULT[ok]])
+
+    for sc, q in (("chat c=1", "p50"), ("chat c=1", "p99"), ("stream c=1", "p50")):
+        added, bound = f.added(sc, q, lg, g), LOG_BOUNDS.get(f"{sc} {q}")
+        gw, log = (f"{f.med(f'{sc}/{side}', q):.3f} ms" for side in (g, lg))
+        target = "" if bound is None else f"<= +{bound:g} ms"
+        row(
+            f"{_name(sc)} {q}" + (" whole response (wrk)" if sc.startswith("stream") else ""),
+            gw,
+            log,
+            f"{added:+.3f} ms",
+            target,
+            None if bound is None else added <= bound,
+        )
+    for sc in ("chat c=16", "chat c=64", "stream c=16", "slow c=64"):
+        rps = [f.med(f"{sc}/{side}", "rps") for side in (g, lg)]
+        errs = [f.errors(f"{sc}/{side}") for side in (g, lg)]
+        gw, log = (f"{x:,.0f} ({e})" for x, e in zip(rps, errs, strict=True))
+        ratio, bound = f.ratio(sc, lg, g), 0.75 if sc == "chat c=64" else None
+        target = "" if bound is None else f">= x{bound:g}"
+        row(
+            f"{_name(sc)} req/s (errors)",
+            gw,
+            log,
+            f"x{ratio:.3f}",
+            target,
+            None if bound is None else ratio >= bound,
+        )
+        if sc == "chat c=64":
+            ok = rps[1] >= 2500 and errs[1] == 0
+            row(f"{_name(sc)} req/s, {lg} alone", "", log, "", ">= 2500 req/s, 0 errors", ok)
+        if sc != "slow c=64":
+            gw, log = (
+                f"{f.med(f'{sc}/{s}', 'p50'):.2f} / {f.med(f'{sc}/{s}', 'p99'):.2f}"
+                for s in (g, lg)
+            )
+            more = f"{f.added(sc, 'p50', lg, g):+.2f} / {f.added(sc, 'p99', lg, g):+.2f}"
+            row(f"{_name(sc)} p50 / p99 ms", gw, log, more)
+    for sc in ("chat c=1", "chat c=16", "chat c=64", "stream c=16"):
+        cpu = [f.med(f"{sc}/{side}", "cpu_ms") for side in (g, lg)]
+        more = f"{f.added(sc, 'cpu_ms', lg, g):+.3f} ms ({_times(cpu[1], cpu[0])})"
+        row(f"{_name(sc)} CPU per request", f"{cpu[0]:.3f} ms", f"{cpu[1]:.3f} ms", more)
+    gw_t, log_t = (pct([s[0] for s in f.ttfb_ms[side]], 50) for side in (g, lg))
+    row(
+        "stream c=1 TTFB p50 (raw client)",
+        f"{gw_t:.3f} ms",
+        f"{log_t:.3f} ms",
+        f"{log_t - gw_t:+.3f} ms",
+    )
+    gw_m, log_m = (f.memory_mb[side][1] for side in (g, lg))
+    row("memory VmHWM (largest)", f"{gw_m:.1f} MB", f"{log_m:.1f} MB", f"{log_m - gw_m:+.1f} MB")
+    gw_s, log_s = (statistics.median(f.first_answer_s[side]) for side in (g, lg))
+    row(
+        "first answer after start, median",
+        f"{gw_s:.3f} s",
+        f"{log_s:.3f} s",
+        f"{log_s - gw_s:+.3f} s",
+    )
+    found = f.log_records.values()
+    keys = ("calls", "records", "request_ids", "not_200", "spooled")
+    total = {key: sum(n[key] for n in found) for key in keys}
+    exact = bool(found) and all(n["records"] == n["request_ids"] == n["calls"] for n in found)
+    row(
+        f"request-log records written / calls sent ({len(found)} processes)",
+        "",
+        f"{total['records']:,} / {total['calls']:,}",
+        f"{total['request_ids']:,} ids, {total['not_200']} not 200",
+        "= calls, once each",
+        exact,
+    )
+    runs = [run for key, runs in f.runs.items() if key.endswith(f"/{lg}") for run in runs]
+    answered, sent = sum(run.requests for run in runs), sum(run.sent for run in runs)
+    row(
+        "  of which measured wrk runs: answered + cut off at the end",
+        "",
+        f"{answered:,} + {sent - answered}",
+        "",
+    )
+    row("  left in the spool", "", f"{total['spooled']} records", "")
+    return rows

@@ -44,6 +44,8 @@ class Run:
     errors: int
     steal: float  # share of CPU time the hypervisor took from this machine during the run
     cpu_ms: float = 0.0  # CPU time (user + system) of the proxy process per request
+    sent: int = 0  # requests wrk sent to a proxy, answered or cut off at the end of the run
+    requests: int = 0  # requests wrk got an answer to
 
     def __str__(self) -> str:
         latency = f"p50 {self.p50:.3f} ms, p99 {self.p99:.3f} ms"
@@ -54,17 +56,25 @@ class Run:
 
 
 class Processes:
-    """Every process the benchmark starts; `stop_all` ends them, newest first."""
+    """Every process the benchmark starts; `stop_all` ends them, newest first. `calls` counts
+    the POSTs each proxy (by pid) was sent, for checking the request log against them."""
 
     def __init__(self, logs: Path) -> None:
         self.logs = logs
         self.running: list[tuple[subprocess.Popen[bytes], IO[bytes]]] = []
+        self.calls: dict[int, int] = {}
+        self.pids: dict[str, int] = {}  # by name
+
+    def count(self, pid: int, calls: int) -> None:
+        """Note `calls` more POSTs sent to `pid`."""
+        self.calls[pid] = self.calls.get(pid, 0) + calls
 
     def start(self, name: str, argv: list[str], env: dict[str, str] | None = None) -> int:
         """Start `argv` with its output in `logs/NAME.log`; its pid."""
         log = (self.logs / f"{name}.log").open("wb")
         proc = subprocess.Popen(argv, env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
         self.running.append((proc, log))
+        self.pids[name] = proc.pid
         return proc.pid
 
     def alive(self, pid: int) -> bool:
@@ -107,13 +117,17 @@ def call(target: Target, body: bytes | None = None) -> tuple[int, bytes]:
 def wait_ok(
     procs: Processes, pid: int, target: Target, body: bytes | None, limit_s: float = 30.0
 ) -> None:
-    """Poll every 5 ms until `target` answers 200; fail if `pid` exits or time runs out."""
+    """Poll every 5 ms until `target` answers 200; fail if `pid` exits or time runs out.
+    POSTs that got an answer are counted in `procs.calls`."""
     deadline = time.monotonic() + limit_s
     while time.monotonic() < deadline:
         if not procs.alive(pid):
             raise RuntimeError(f"process {pid} exited; its log is in {procs.logs}")
         try:
-            if call(target, body)[0] == 200:
+            status = call(target, body)[0]
+            if body is not None:
+                procs.count(pid, 1)
+            if status == 200:
                 return
         except OSError:
             pass
@@ -155,12 +169,16 @@ def start_slow_upstream(procs: Processes, delay_ms: float) -> int:
     return port
 
 
-def start_gateway(procs: Processes, name: str, base_url: str) -> tuple[int, int, float]:
-    """`llmops serve` against `base_url`: (pid, port, seconds from spawn to first chat answer)."""
+def start_gateway(
+    procs: Processes, name: str, base_url: str, extra: dict[str, str] | None = None
+) -> tuple[int, int, float]:
+    """`llmops serve` against `base_url`, request log off unless `extra` (environment) turns it
+    on: (pid, port, seconds from spawn to first chat answer)."""
     port = free_port()
-    ours = ("LLMOPS_", "AZURE_", "OPENAI")  # only the upstream set below
+    ours = ("LLMOPS_", "AZURE_", "OPENAI", "AzureWebJobs", "FUNCTIONS_")  # only what is set here
     env = {k: v for k, v in python_env().items() if not k.startswith(ours)}
-    env.update(OPENAI_BASE_URL=base_url, LLMOPS_UPSTREAM="openai")
+    env.update(OPENAI_BASE_URL=base_url, LLMOPS_UPSTREAM="openai", LLMOPS_REQUEST_LOG="off")
+    env.update(extra or {})
     argv = [str(BIN / "llmops"), "serve", "--host", "127.0.0.1", "--port", str(port)]
     started = time.perf_counter()
     pid = procs.start(name, [*argv, "--log-level", "warning"], env)
@@ -198,11 +216,12 @@ def process_ticks(pid: int) -> int:
 
 def wrk(target: Target, conns: int, seconds: int, stream: bool = False, pid: int = 0) -> Run:
     """One wrk run posting wrk_post.lua's body (-t1 at one connection, -t2 above); `pid`: the
-    proxy process whose CPU time per request to measure (0: none)."""
+    proxy process whose CPU time per request to measure and whose requests sent wrk counts
+    (0: none; counting builds each request in Lua, which costs wrk ~1 us per request)."""
     url = f"http://127.0.0.1:{target[0]}{target[1]}"
     argv = ["wrk", f"-t{1 if conns == 1 else 2}", f"-c{conns}", f"-d{seconds}s", "--latency"]
     argv += ["--timeout", "10s", "-s", str(BENCH / "wrk_post.lua"), url]
-    env = {**os.environ, "BENCH_STREAM": "1" if stream else "0"}
+    env = {**os.environ, "BENCH_STREAM": "1" if stream else "0", "BENCH_COUNT": "1" if pid else ""}
     (steal0, total0), cpu0 = machine_ticks(), process_ticks(pid)
     out = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=seconds + 60)
     (steal1, total1), cpu1 = machine_ticks(), process_ticks(pid)
@@ -213,7 +232,8 @@ def wrk(target: Target, conns: int, seconds: int, stream: bool = False, pid: int
     rps = data["requests"] / (data["duration_us"] / 1e6)
     steal = (steal1 - steal0) / max(1, total1 - total0)
     cpu_ms = (cpu1 - cpu0) / os.sysconf("SC_CLK_TCK") * 1000 / max(1, data["requests"])
-    return Run(rps, data["p50_us"] / 1000, data["p99_us"] / 1000, data["errors"], steal, cpu_ms)
+    p50, p99 = data["p50_us"] / 1000, data["p99_us"] / 1000
+    return Run(rps, p50, p99, data["errors"], steal, cpu_ms, data["sent"], data["requests"])
 
 
 async def _exchange(

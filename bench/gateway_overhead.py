@@ -5,10 +5,12 @@
 Everything runs on 127.0.0.1 with free ports, and every process started is stopped at the end.
 nginx is the zero-delay upstream and a uvicorn app (fake_upstream.py) the 50 ms one. Each wrk
 scenario runs against three sides in turn, for several rounds: the upstream directly, the
-"floor" (floor_proxy.py: uvicorn + Starlette + aiohttp forwarding the raw body, nothing else)
-and `llmops serve`. The table shows medians across rounds; "vs direct" is the median of the
-per-round differences (or ratios), so each proxy is compared with the upstream measured
-moments before it. docs/benchmarks.md explains every figure.
+"floor" (floor_proxy.py: uvicorn + Starlette + aiohttp forwarding the raw body, nothing else),
+`llmops serve` with the request log off ("gateway") and the same with it on ("gateway+log",
+writing JSON Lines to a temp folder). The tables show medians across rounds; "vs direct" is
+the median of the per-round differences (or ratios), so each proxy is compared with the
+upstream measured moments before it. After the run, the request log's records are counted
+against the calls sent to each gateway+log process. docs/benchmarks.md explains every figure.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 
-from _report import PROXIES, Findings, markdown, table
+from _report import ALL_PROXIES, LOG_HEADER, LOGGED, Findings, log_table, markdown, table
 from _runner import (
     CHAT_REQUEST,
     OUT,
@@ -55,7 +57,43 @@ from fake_upstream import CHAT_PATH
 SCENARIOS = [("chat", 1), ("chat", 16), ("chat", 64), ("stream", 1), ("stream", 16), ("slow", 64)]
 QUICK = {"duration": 2, "rounds": 2, "ttfb_requests": 100, "import_rounds": 5}
 Starter = Callable[[Processes, str, str], tuple[int, int, float]]
-STARTERS: dict[str, Starter] = {"floor": start_floor, "gateway": start_gateway}
+
+
+def log_starter(tmp: Path) -> Starter:
+    """`llmops serve` with the request log on and tracing off (the variable is harmless where
+    tracing does not exist), each process with its own local store and spool under tmp/NAME."""
+
+    def start(procs: Processes, name: str, base_url: str) -> tuple[int, int, float]:
+        extra = {"LLMOPS_REQUEST_LOG": "on", "LLMOPS_TRACING": "off"}
+        extra.update(LLMOPS_LOCAL_STORE_DIR=str(tmp / name / "store"))
+        extra.update(LLMOPS_SPOOL_DIR=str(tmp / name / "spool"))
+        return start_gateway(procs, name, base_url, extra)
+
+    return start
+
+
+def log_records(tmp: Path, procs: Processes) -> dict[str, dict[str, int]]:
+    """Per gateway+log process, after its graceful stop: the POSTs sent to it, and the records
+    in its store (lines of its .jsonl files, distinct request ids, statuses other than 200)
+    and in its spool."""
+    found: dict[str, dict[str, int]] = {}
+    for folder in sorted(tmp.glob(f"{LOGGED}-*")):
+        lines = [
+            line
+            for path in sorted((folder / "store").rglob("*.jsonl"))
+            for line in path.read_bytes().splitlines()
+            if line.strip()
+        ]
+        records = [json.loads(line) for line in lines]
+        spool = (folder / "spool").rglob("*.jsonl")
+        found[folder.name] = {
+            "calls": procs.calls.get(procs.pids[folder.name], 0),
+            "records": len(records),
+            "request_ids": len({record["request_id"] for record in records}),
+            "not_200": sum(record["status"] != 200 for record in records),
+            "spooled": sum(len(path.read_bytes().splitlines()) for path in spool),
+        }
+    return found
 
 
 def import_times(rounds: int) -> dict[str, list[float]]:
@@ -107,8 +145,9 @@ def start_litellm(procs: Processes, tmp: Path, upstream: int) -> tuple[int, Targ
 
 
 def round_order(round_no: int) -> tuple[str, ...]:
-    """Direct first (the reference for "vs direct"); floor and gateway swap places each round."""
-    return ("direct", *(PROXIES if round_no % 2 else PROXIES[::-1]))
+    """Direct first (the reference for "vs direct"), then the proxies, in reverse every other
+    round: gateway and gateway+log stay next to each other and take turns going first."""
+    return ("direct", *(ALL_PROXIES if round_no % 2 else ALL_PROXIES[::-1]))
 
 
 def measure(args: argparse.Namespace, procs: Processes, tmp: Path, f: Findings) -> None:
@@ -116,8 +155,10 @@ def measure(args: argparse.Namespace, procs: Processes, tmp: Path, f: Findings) 
     nginx_port = start_nginx(procs, tmp)
     slow_port = start_slow_upstream(procs, 50)
     say(f"nginx on :{nginx_port}, slow upstream on :{slow_port}; starting the proxies")
+    starters: dict[str, Starter] = {"floor": start_floor, "gateway": start_gateway}
+    starters[LOGGED] = log_starter(tmp)
     # first, unmeasured proxies fill the bytecode cache: the start-up figures are warm ones
-    for side, start in STARTERS.items():
+    for side, start in starters.items():
         start(procs, f"{side}-warm-up", f"http://127.0.0.1:{nginx_port}/v1")
     # each kind's upstream base URL is http://127.0.0.1:PORT/PREFIX/v1
     upstreams = {"chat": (nginx_port, ""), "stream": (nginx_port, "/stream")}
@@ -127,23 +168,29 @@ def measure(args: argparse.Namespace, procs: Processes, tmp: Path, f: Findings) 
     for kind, (port, prefix) in upstreams.items():
         base = f"http://127.0.0.1:{port}{prefix}/v1"
         targets[kind] = {"direct": (port, prefix + CHAT_PATH)}
-        for side, start in STARTERS.items():
+        for side, start in starters.items():
             pid, proxy_port, first_s = start(procs, f"{side}-{kind}", base)
             f.first_answer_s.setdefault(side, []).append(first_s)
             pids[kind, side] = pid
             targets[kind][side] = (proxy_port, PROXY_CHAT)
-        for target in targets[kind].values():
+        for side, target in targets[kind].items():
+            pid = pids.get((kind, side), 0)
             check(target, kind == "stream")
-            wrk(target, 64 if kind == "slow" else 16, 1, kind == "stream")  # warm-up
+            warm_up = wrk(target, 64 if kind == "slow" else 16, 1, kind == "stream", pid)
+            procs.count(pid, 1 + warm_up.sent)
     for round_no in range(1, args.rounds + 1):
         for kind, conns in SCENARIOS:
             for side in round_order(round_no):
                 pid = pids.get((kind, side), 0)
                 run = wrk(targets[kind][side], conns, args.duration, kind == "stream", pid)
+                procs.count(pid, run.sent)
                 f.runs.setdefault(f"{kind} c={conns}/{side}", []).append(run)
                 say(f"round {round_no} {kind} c={conns} {side}: {run}")
-        asyncio.run(ttfb(targets["stream"], -(-args.ttfb_requests // args.rounds), f.ttfb_ms))
-    for side in PROXIES:
+        per_side = -(-args.ttfb_requests // args.rounds)
+        asyncio.run(ttfb(targets["stream"], per_side, f.ttfb_ms))
+        for side in ALL_PROXIES:
+            procs.count(pids["stream", side], per_side + 20)  # with the 20 warm-ups
+    for side in ALL_PROXIES:
         memory = [memory_mb(pid) for (_, s), pid in pids.items() if s == side]
         f.memory_mb[side] = (max(m[0] for m in memory), max(m[1] for m in memory))
     if args.litellm:
@@ -194,18 +241,20 @@ def main() -> int:
         try:
             measure(args, procs, Path(tmp), findings)
         finally:
-            procs.stop_all()
+            procs.stop_all()  # SIGTERM: the gateways flush their request logs
+        findings.log_records = log_records(Path(tmp), procs)
     say(f"imports: {args.import_rounds} fresh interpreters per module")
     findings.imports_s = import_times(args.import_rounds)
-    rows = table(findings)
+    rows, log_rows = table(findings), log_table(findings)
     steal = [run.steal for runs in findings.runs.values() for run in runs]
     text = f"Machine: {header}\nwrk {args.duration} s runs x {args.rounds} rounds; "
     text += f"TTFB {args.ttfb_requests} requests per side; CPU steal during wrk runs: median "
-    text += f"{statistics.median(steal):.0%}, max {max(steal):.0%}.\n\n{markdown(rows)}\n"
+    text += f"{statistics.median(steal):.0%}, max {max(steal):.0%}.\n\n{markdown(rows)}\n\n"
+    text += f"Request log on the hot path:\n\n{markdown(log_rows, LOG_HEADER)}\n"
     print(text)
     (OUT / "results.md").write_text(text)
     (OUT / "results.json").write_text(json.dumps(asdict(findings), indent=1))
-    return 1 if any(row[-1] == "FAIL" for row in rows) else 0
+    return 1 if any(row[-1] == "FAIL" for row in [*rows, *log_rows]) else 0
 
 
 if __name__ == "__main__":

@@ -61,6 +61,7 @@ MLFLOW_TRACKING_URI = "MLFLOW_TRACKING_URI"  # `databricks` in Azure; default: a
 MLFLOW_EXPERIMENT_NAME = "MLFLOW_EXPERIMENT_NAME"  # on Databricks an absolute workspace path
 TRACE_QUEUE_RECORDS = "LLMOPS_TRACE_QUEUE_RECORDS"  # records waiting for export; beyond: dropped
 TRACE_FLUSH_TIMEOUT_S = "LLMOPS_TRACE_FLUSH_TIMEOUT_S"  # longest wait for a flush (shutdown, call)
+TRACE_SAMPLE = "LLMOPS_TRACE_SAMPLE"  # share of successful calls traced (0..1); errors: all
 APPINSIGHTS_CONNECTION_STRING = "APPLICATIONINSIGHTS_CONNECTION_STRING"  # set: OTel metrics
 
 DEFAULT_AZURE_API_VERSION = "2024-10-21"
@@ -174,6 +175,7 @@ class TraceSettings:
     experiment_name: str = DEFAULT_EXPERIMENT_NAME
     queue_records: int = 10_000
     flush_timeout_s: float = 10.0
+    sample: float = 1.0  # share of successful calls traced, by trace id; failed calls: all
     appinsights_connection_string: str | None = field(default=None, repr=False)
 
     @property
@@ -205,6 +207,7 @@ class TraceSettings:
             experiment_name=experiment,
             queue_records=int(_number(env, TRACE_QUEUE_RECORDS, 10_000, minimum=1)),
             flush_timeout_s=_number(env, TRACE_FLUSH_TIMEOUT_S, 10.0, minimum=0.0),
+            sample=_number(env, TRACE_SAMPLE, 1.0, minimum=0.0, maximum=1.0),
             appinsights_connection_string=text(APPINSIGHTS_CONNECTION_STRING),
         )
 
@@ -340,8 +343,21 @@ class Settings:
                 or ("connection string" if self.logs.connection_string else self.logs.local_dir),
                 "redaction": self.logs.redact_mode,
             },
+            "traces": {
+                "enabled": self.traces.enabled,
+                "tracking_uri": _without_credentials(self.traces.tracking_uri),
+                "experiment": self.traces.experiment_name,
+                "sample": self.traces.sample,
+                "metrics": "azure-monitor" if self.traces.metrics else "off",
+            },
             "open_access": self.open_access,
         }
+
+
+def _without_credentials(uri: str) -> str:
+    """A URI fit to show: any `user:password@` part removed."""
+    scheme, sep, rest = uri.partition("://")
+    return f"{scheme}{sep}{rest.rpartition('@')[2]}" if sep and "@" in rest.split("/")[0] else uri
 
 
 def parse_model_map(raw: str) -> dict[str, tuple[str, ...]]:

@@ -50,6 +50,7 @@ def _fresh_default_handlers(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> 
     with request logs in the test's own folder."""
     monkeypatch.setenv("LLMOPS_LOCAL_STORE_DIR", str(tmp_path / "store"))
     monkeypatch.setenv("LLMOPS_SPOOL_DIR", str(tmp_path / "spool"))
+    monkeypatch.setenv("LLMOPS_TRACING", "off")
     for name in ("AzureWebJobsStorage", "FUNCTIONS_WORKER_RUNTIME"):
         monkeypatch.delenv(name, raising=False)
     reset_default_handlers()

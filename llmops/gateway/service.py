@@ -130,9 +130,14 @@ class Gateway:
                 log.exception("could not queue the request log of %s", info.request_id)
 
     async def flush(self) -> None:
-        """Write buffered request logs now (end of a Functions invocation)."""
+        """Write buffered request logs now, then wait until their traces are exported (end of
+        a Functions invocation: an idle instance may be frozen)."""
         if self.request_log is not None:
             await self.request_log.flush()
+            if self.request_log.sinks:
+                from llmops.tracing import flush_sinks
+
+                await flush_sinks(self.request_log.sinks)
 
     def authenticate(self, headers: Mapping[str, str]) -> str:
         """The consumer making this call (401 `GatewayError` when the key is missing or wrong)."""
@@ -226,23 +231,29 @@ class Gateway:
             return _final(outcome)
 
     async def aclose(self) -> None:
-        """Flush the request log and release the upstream's connections."""
+        """Flush the request log and its traces, and release the upstream's connections."""
         if self.request_log is not None:
             await self.request_log.aclose()
+            if self.request_log.sinks:
+                from llmops.tracing import flush_sinks
+
+                await flush_sinks(self.request_log.sinks, close=True)
         await self.upstream.aclose()
 
 
 def build_request_log(settings: Settings) -> RequestLogWriter:
-    """The request-log writer the settings configure (Blob Storage or a local folder)."""
+    """The request-log writer the settings configure (Blob Storage or a local folder), with
+    the trace and metrics sinks that turn its records into MLflow traces and OTel metrics."""
     from llmops.logs.store import store_for
     from llmops.logs.writer import RequestLogWriter
     from llmops.redact import Redactor
+    from llmops.tracing import build_sinks
 
     logs = settings.logs
     redactor = Redactor(
         mode=logs.redact_mode, salt=logs.redact_salt.encode(), extra=logs.redact_patterns
     )
-    return RequestLogWriter(logs, store_for(logs), redactor)
+    return RequestLogWriter(logs, store_for(logs), redactor, sinks=build_sinks(settings.traces))
 
 
 def _wait_before_retry(outcome: UpstreamResponse | GatewayError, attempts: int) -> float:

@@ -26,9 +26,12 @@ def served_gateway(
     Request logs go to a temporary folder unless `env` configures storage.
     """
     scratch = tempfile.mkdtemp(prefix="llmops-test-")
+    # MLflow tracing costs ~10 ms of CPU per call and a flush at every stop: on only where a
+    # test asks for it (tests/integration/test_tracing.py).
     env = {
         "LLMOPS_LOCAL_STORE_DIR": f"{scratch}/store",
         "LLMOPS_SPOOL_DIR": f"{scratch}/spool",
+        "LLMOPS_TRACING": "off",
         **env,
     }
     gateway = Gateway(Settings.from_env(env), upstream)

@@ -69,12 +69,23 @@ chat_bodies = st.fixed_dictionaries(
 
 
 @pytest.fixture(scope="module")
-def client() -> Iterator[TestClient]:
-    gateway = Gateway(
-        Settings.from_env({"LLMOPS_UPSTREAM": "mock", "LLMOPS_MAX_BODY_BYTES": "2048"})
-    )
+def client(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestClient]:
+    folder = tmp_path_factory.mktemp("fuzz")
+    # The request log stays on: every odd body also goes through record building and redaction.
+    env = {
+        "LLMOPS_UPSTREAM": "mock",
+        "LLMOPS_MAX_BODY_BYTES": "2048",
+        "LLMOPS_LOCAL_STORE_DIR": str(folder / "store"),
+        "LLMOPS_SPOOL_DIR": str(folder / "spool"),
+        "LLMOPS_LOG_FLUSH_S": "0.05",
+        "LLMOPS_TRACING": "off",
+    }
+    gateway = Gateway(Settings.from_env(env))
     with TestClient(create_app(gateway), raise_server_exceptions=False) as test_client:
         yield test_client
+    assert gateway.request_log is not None
+    assert gateway.request_log.stats["build_failures"] == 0
+    assert gateway.request_log.stats["written"] == gateway.request_log.stats["added"]
 
 
 def check(response: Any) -> None:

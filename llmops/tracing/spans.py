@@ -1,0 +1,169 @@
+"""What one call's MLflow trace holds, derived from its request-log record. Pure: no MLflow here.
+
+The trace has one span of type CHAT_MODEL named `chat <model>`, from `received_at` to
+`done_at`. It uses MLflow's own span attributes, so the MLflow UI shows tokens, cost, model and
+provider: `mlflow.chat.tokenUsage` (`input_tokens`, `output_tokens`, `total_tokens`,
+`cache_read_input_tokens`), `mlflow.llm.model`, `mlflow.llm.provider` and
+`mlflow.message.format = openai` (the UI renders the chat). Inputs are the record's `request`
+(`messages`, `params`; already redacted), outputs the answer's choices in the OpenAI shape, or
+the error the client got.
+"""
+
+from __future__ import annotations
+
+import calendar
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+# MLflow's reserved attribute keys (mlflow.tracing.constant.SpanAttributeKey / TokenUsageKey).
+CHAT_USAGE = "mlflow.chat.tokenUsage"
+MODEL = "mlflow.llm.model"
+MODEL_PROVIDER = "mlflow.llm.provider"
+MESSAGE_FORMAT = "mlflow.message.format"
+TRACE_USER = "mlflow.trace.user"  # trace metadata: the UI's "user" column
+SPAN_TYPE = "CHAT_MODEL"  # mlflow.entities.SpanType.CHAT_MODEL
+TAG_PREFIX = "llmops."
+_TAGGED = ("request_id", "trace_id", "consumer", "status", "deployment", "model", "stream")
+_ATTRIBUTES = (
+    "route",
+    "upstream",
+    "finish_reason",
+    "latency_ms",
+    "ttft_ms",
+    "retries",
+    "fallbacks",
+    "parent_span_id",
+    "redaction",
+    "gateway_version",
+)
+
+
+@dataclass
+class TraceParts:
+    """Everything MLflow needs to record one call."""
+
+    name: str
+    start_ns: int
+    end_ns: int
+    inputs: dict[str, Any]
+    outputs: dict[str, Any] | None
+    attributes: dict[str, Any]
+    tags: dict[str, str]
+    metadata: dict[str, str] = field(default_factory=dict)
+    error: str | None = None  # the span's status description when the call failed
+    first_byte_ns: int | None = None
+    otel_trace_id: int | None = None  # the trace id MLflow's trace should carry, when unique
+
+
+def iso_to_ns(value: str) -> int:
+    """Nanoseconds since the epoch of a record timestamp (`YYYY-MM-DDTHH:MM:SS.ffffffZ`)."""
+    moment = datetime.strptime(value, "%Y-%m-%dT%H:%M:%S.%fZ")
+    return (calendar.timegm(moment.timetuple()) * 1_000_000 + moment.microsecond) * 1000
+
+
+def trace_parts(record: dict[str, Any]) -> TraceParts:
+    """The trace of one request-log record (schema: docs/request-log.md)."""
+    start_ns = iso_to_ns(record["received_at"])
+    done_at = record.get("done_at")
+    end_ns = iso_to_ns(done_at) if done_at else start_ns
+    first_byte_at = record.get("first_byte_at")
+    request = record.get("request") or {}
+    inputs = {key: request[key] for key in ("messages", "params") if key in request}
+    error = record.get("error")
+    outputs: dict[str, Any] | None = None
+    response = record.get("response")
+    if response and response.get("choices"):
+        outputs = {"choices": [_openai_choice(choice) for choice in response["choices"]]}
+    elif error:
+        outputs = {"error": error}
+    attributes: dict[str, Any] = {MESSAGE_FORMAT: "openai"}
+    if record.get("model"):
+        attributes[MODEL] = record["model"]
+    if record.get("upstream"):
+        attributes[MODEL_PROVIDER] = record["upstream"]
+    usage = token_usage(record.get("usage"))
+    if usage:
+        attributes[CHAT_USAGE] = usage
+        attributes[f"{TAG_PREFIX}usage_estimated"] = bool(record["usage"].get("estimated"))
+    for key in (*_TAGGED, *_ATTRIBUTES):
+        if record.get(key) is not None:
+            attributes[f"{TAG_PREFIX}{key}"] = record[key]
+    if error:
+        attributes[f"{TAG_PREFIX}error"] = error
+    tags = {
+        f"{TAG_PREFIX}{key}": _tag(record[key]) for key in _TAGGED if record.get(key) is not None
+    }
+    if record.get("parent_span_id"):
+        tags[f"{TAG_PREFIX}parent_span_id"] = str(record["parent_span_id"])
+    if error and error.get("code"):
+        tags[f"{TAG_PREFIX}error_code"] = str(error["code"])
+    status = record.get("status") or 0
+    failed = error is not None or status >= 400
+    return TraceParts(
+        name=f"chat {record['model']}" if record.get("model") else "chat",
+        start_ns=start_ns,
+        end_ns=max(end_ns, start_ns),
+        inputs=inputs,
+        outputs=outputs,
+        attributes=attributes,
+        tags=tags,
+        metadata={TRACE_USER: str(record["consumer"])} if record.get("consumer") else {},
+        error=_describe(error, status) if failed else None,
+        first_byte_ns=iso_to_ns(first_byte_at) if first_byte_at else None,
+        otel_trace_id=_own_trace_id(record),
+    )
+
+
+def token_usage(usage: dict[str, Any] | None) -> dict[str, int] | None:
+    """The record's usage in the shape of MLflow's `mlflow.chat.tokenUsage` attribute."""
+    if not usage:
+        return None
+    result = {
+        "input_tokens": usage.get("prompt_tokens"),
+        "output_tokens": usage.get("completion_tokens"),
+        "total_tokens": usage.get("total_tokens"),
+        "cache_read_input_tokens": usage.get("cached_tokens"),
+    }
+    clean = {key: int(value) for key, value in result.items() if isinstance(value, int)}
+    return clean or None
+
+
+def _own_trace_id(record: dict[str, Any]) -> int | None:
+    """The record's trace id as an OTel id, when the gateway minted it (no caller parent).
+
+    A caller's trace id (from `traceparent`) can span many calls; MLflow keys traces by id, so
+    reusing it would merge those calls into one trace. Such calls get an MLflow-assigned id and
+    keep the caller's in the `llmops.trace_id` tag.
+    """
+    trace_id = record.get("trace_id")
+    if record.get("parent_span_id") or not isinstance(trace_id, str) or len(trace_id) != 32:
+        return None
+    try:
+        value = int(trace_id, 16)
+    except ValueError:
+        return None
+    return value or None
+
+
+def _openai_choice(choice: dict[str, Any]) -> dict[str, Any]:
+    message = {"role": choice.get("role") or "assistant", "content": choice.get("content")}
+    if choice.get("tool_calls"):
+        message["tool_calls"] = choice["tool_calls"]
+    return {
+        "index": choice.get("index", 0),
+        "message": message,
+        "finish_reason": choice.get("finish_reason"),
+    }
+
+
+def _describe(error: dict[str, Any] | None, status: int) -> str:
+    if not error:
+        return f"HTTP {status}"
+    return f"HTTP {status} {error.get('type')}/{error.get('code')}: {error.get('message') or ''}"
+
+
+def _tag(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
