@@ -175,7 +175,8 @@ def start_gateway(
     """`llmops serve` against `base_url`, request log off unless `extra` (environment) turns it
     on: (pid, port, seconds from spawn to first chat answer)."""
     port = free_port()
-    ours = ("LLMOPS_", "AZURE_", "OPENAI", "AzureWebJobs", "FUNCTIONS_")  # only what is set here
+    # none of the environment's own gateway, storage or telemetry settings: only those set here
+    ours = ("LLMOPS_", "AZURE_", "OPENAI", "AzureWebJobs", "FUNCTIONS_", "APPLICATIONINSIGHTS_")
     env = {k: v for k, v in python_env().items() if not k.startswith(ours)}
     env.update(OPENAI_BASE_URL=base_url, LLMOPS_UPSTREAM="openai", LLMOPS_REQUEST_LOG="off")
     env.update(extra or {})

@@ -19,8 +19,8 @@ from starlette.routing import Route, Router
 from starlette.types import Receive, Scope, Send
 
 from llmops.errors import GatewayError
-from llmops.gateway.blueprint import AZURE_CHAT_ROUTE, CHAT_ROUTE, HEALTH_ROUTE, MODELS_ROUTE
 from llmops.gateway.http import GatewayHandlers
+from llmops.gateway.routes import AZURE_CHAT_ROUTE, CHAT_ROUTE, HEALTH_ROUTE, MODELS_ROUTE
 from llmops.gateway.service import Gateway
 
 ROUTE_PREFIX = "/api"

@@ -14,13 +14,9 @@ import azure.functions as func
 from azurefunctions.extensions.http.fastapi import Request, Response
 
 from llmops.gateway.http import dispatch
+from llmops.gateway.routes import AZURE_CHAT_ROUTE, CHAT_ROUTE, HEALTH_ROUTE, MODELS_ROUTE
 
 bp = func.Blueprint()  # type: ignore[no-untyped-call]
-
-CHAT_ROUTE = "v1/chat/completions"
-AZURE_CHAT_ROUTE = "openai/deployments/{deployment}/chat/completions"
-MODELS_ROUTE = "v1/models"
-HEALTH_ROUTE = "health"
 
 
 @bp.function_name("chat_completions")

@@ -39,7 +39,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("llmops.logs")
 RecordSink = Callable[[list[dict[str, Any]]], None]  # receives each batch's built records
-_SLICE = 64  # records built between two yields to the event loop
+_SLICE = 8  # records built between two yields to the event loop: ~0.5 ms of work at most
 
 
 def instance_id() -> str:

@@ -89,6 +89,19 @@ def test_import_function_app_stays_light() -> None:
     assert out.stdout.strip() == "[]"
 
 
+def test_llmops_serve_does_not_load_the_functions_stack() -> None:
+    """`llmops serve` starts fast: no azure.functions, FastAPI or pydantic behind it."""
+    code = (
+        "import sys, llmops.server, llmops.cli; heavy = ['azure.functions', 'fastapi', "
+        "'pydantic', 'mlflow', 'azure.storage.blob']; "
+        "print([m for m in heavy if m in sys.modules])"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True
+    )
+    assert out.stdout.strip() == "[]"
+
+
 def make_request(
     method: str,
     path: str,
