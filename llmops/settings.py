@@ -317,8 +317,8 @@ class Settings:
     def describe(self) -> dict[str, object]:
         """What is configured, safe to show on /health and at start-up: never a secret."""
         target = {
-            "azure": self.azure_endpoint,
-            "openai": self.openai_base_url,
+            "azure": _without_credentials(self.azure_endpoint or ""),
+            "openai": _without_credentials(self.openai_base_url or ""),
             "mock": "offline mock (no upstream configured)"
             if not self.upstream_explicit
             else "offline mock",
@@ -355,7 +355,8 @@ class Settings:
 
 
 def _without_credentials(uri: str) -> str:
-    """A URI fit to show: any `user:password@` part removed."""
+    """A URI fit to show: any `user:password@` part and any query string removed."""
+    uri = uri.split("?", 1)[0]
     scheme, sep, rest = uri.partition("://")
     return f"{scheme}{sep}{rest.rpartition('@')[2]}" if sep and "@" in rest.split("/")[0] else uri
 

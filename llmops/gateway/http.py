@@ -129,8 +129,23 @@ class GatewayHandlers:
             upstream.status,
             {**headers, **_SSE_HEADERS},
             "text/event-stream",
-            background=self._end_of_call(),
+            background=BackgroundTask(self._after_stream, info, upstream),
         )
+
+    async def _after_stream(self, info: CallInfo, upstream: UpstreamResponse) -> None:
+        """Runs once the stream is over, also when the client left before it began (then the
+        relay never ran): the call is still recorded and the upstream connection released."""
+        if info.done is None:
+            info.done = time.monotonic()
+            info.error = info.error or {
+                "type": "client_disconnected",
+                "code": None,
+                "message": "The client left before the stream began.",
+            }
+            self.gateway.finish(info)
+        await upstream.aclose()
+        if self.gateway.settings.logs.flush_each_call:
+            await self.gateway.flush()
 
     def _failed(self, info: CallInfo, error: GatewayError) -> Response:
         info.fail(error)
@@ -193,9 +208,12 @@ async def _relay(
         if pending:
             yield pending
         completed = True
-    except (UpstreamTimeout, UpstreamUnreachable) as exc:
+    except Exception as exc:  # upstream faults, or anything else: end the stream cleanly
         log.warning("upstream stream failed in request %s: %s", info.request_id, exc)
-        code = "upstream_timeout" if isinstance(exc, UpstreamTimeout) else "upstream_unreachable"
+        code = {
+            UpstreamTimeout: "upstream_timeout",
+            UpstreamUnreachable: "upstream_unreachable",
+        }.get(type(exc), "upstream_error")
         message = f"Upstream stream interrupted: {exc}"
         info.error = {"type": "api_error", "code": code, "message": message}
         yield b"data: " + error_body(message, type="api_error", code=code) + b"\n\n"
@@ -268,7 +286,7 @@ def _json(payload: Any, status: int, request_id: str | None) -> Response:
 def _error(
     exc: GatewayError, request_id: str | None, background: BackgroundTask | None = None
 ) -> Response:
-    headers = dict(exc.headers)
+    headers = {name: header_value(value) for name, value in exc.headers.items()}
     if request_id:
         headers["x-request-id"] = request_id
     return Response(exc.body(), exc.status, headers, "application/json", background=background)

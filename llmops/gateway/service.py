@@ -24,6 +24,7 @@ from llmops.gateway.routing import (
 from llmops.gateway.upstream import (
     HttpUpstream,
     Upstream,
+    UpstreamAuthFailed,
     UpstreamResponse,
     UpstreamTimeout,
     UpstreamUnreachable,
@@ -198,6 +199,14 @@ class Gateway:
                 attempt.error = "timeout"
                 raise GatewayError(
                     504, f"Upstream timed out: {exc}.", type="api_error", code="upstream_timeout"
+                ) from None
+            except UpstreamAuthFailed as exc:
+                attempt.error = "auth_failed"
+                raise GatewayError(
+                    502,
+                    f"Upstream authentication failed: {exc}.",
+                    type="api_error",
+                    code="upstream_auth_failed",
                 ) from None
             except UpstreamUnreachable as exc:
                 attempt.error = "unreachable"

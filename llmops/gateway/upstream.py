@@ -34,6 +34,10 @@ class UpstreamUnreachable(Exception):
     """The upstream could not be reached or dropped the connection (worth a retry)."""
 
 
+class UpstreamAuthFailed(Exception):
+    """The gateway could not authenticate to the upstream (no token): not the client's fault."""
+
+
 class UpstreamTimeout(Exception):
     """The upstream accepted the call but did not answer in time (not retried: it may bill)."""
 
@@ -175,7 +179,14 @@ class HttpUpstream:
             raw = orjson.dumps({**body, "model": deployment})
         headers = self._static_headers
         if self._token is not None:
-            headers = {**headers, "authorization": f"Bearer {await self._token.get()}"}
+            try:
+                token = await asyncio.wait_for(self._token.get(), time_left_s)
+            except Exception as exc:  # no identity, IMDS down, timeout: the gateway's fault
+                raise UpstreamAuthFailed(
+                    f"could not get an Entra ID token for Azure OpenAI: "
+                    f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+                ) from None
+            headers = {**headers, "authorization": f"Bearer {token}"}
         settings = self._settings
         # One timer per call, owned by aiohttp: a non-streamed answer must be complete within
         # the call's remaining time; a stream must start within it and then never stall for

@@ -15,6 +15,7 @@ import orjson
 from llmops.errors import bad_request
 
 MAX_CHOICES = 128  # OpenAI's own limit on `n`
+MAX_DEPTH = 64  # nesting of the JSON body; no chat request comes near it
 ROLES = frozenset({"system", "developer", "user", "assistant", "tool", "function"})
 
 # Parameters whose types we check because a wrong type is a client bug the upstream would
@@ -64,6 +65,10 @@ def parse_chat_request(raw: bytes, *, model_required: bool) -> ChatRequest:
         ) from None
     if not isinstance(body, dict):
         raise bad_request("The request body must be a JSON object.", code="invalid_json")
+    if _depth(body) > MAX_DEPTH:
+        raise bad_request(
+            f"The request body nests deeper than {MAX_DEPTH} levels.", code="invalid_json"
+        )
 
     model = body.get("model")
     if model is None:
@@ -147,6 +152,21 @@ def _check_messages(body: dict[str, Any]) -> None:
                 param=f"{where}.content",
                 code="missing_required_parameter",
             )
+
+
+def _depth(value: object) -> int:
+    """How deeply `value` nests (iterative: a hostile body cannot exhaust the stack)."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        item, level = stack.pop()
+        if isinstance(item, dict):
+            item = list(item.values())
+        if isinstance(item, list):
+            deepest = max(deepest, level)
+            if deepest > MAX_DEPTH:
+                return deepest
+            stack.extend((child, level + 1) for child in item if isinstance(child, dict | list))
+    return deepest
 
 
 def _json_type(value: object) -> str:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import orjson
@@ -40,6 +40,7 @@ class WindowReader:
 
     async def records(self, start: datetime, end: datetime) -> AsyncIterator[dict[str, Any]]:
         """Every record with `start <= received_at < end`, oldest partition first."""
+        start, end = start.astimezone(UTC), end.astimezone(UTC)  # records are stamped in UTC
         low, high = start.strftime(TIMESTAMP_FORMAT), end.strftime(TIMESTAMP_FORMAT)
         seen: set[str] = set()
         for prefix in hour_prefixes(start, end):

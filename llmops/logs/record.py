@@ -60,7 +60,9 @@ def build_record(
             response = {"choices": redactor.value(answer["choices"])}
     else:
         request = {
-            "params": {k: v for k, v in body.items() if k not in ("messages", "tools", "user")}
+            "params": redactor.value(
+                {k: v for k, v in body.items() if k not in ("messages", "tools", "user")}
+            )
         }
     return {
         "schema": SCHEMA,
@@ -189,6 +191,8 @@ def _merge_tool_call(choice: dict[str, Any], call: Any) -> None:
         return
     calls = choice["tool_calls"] = choice["tool_calls"] or []
     index = call.get("index", len(calls))
+    if not isinstance(index, int) or not 0 <= index < 128:  # an upstream's nonsense, not a list
+        return
     while len(calls) <= index:
         calls.append({"id": None, "type": "function", "function": {"name": "", "arguments": ""}})
     merged = calls[index]

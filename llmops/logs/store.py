@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from llmops.settings import LogSettings
 
@@ -47,7 +47,12 @@ class LocalStore:
         self.description = f"local folder {self.root}"
 
     async def put(self, name: str, data: bytes) -> None:
-        await asyncio.to_thread(_write_atomically, self.root / name, data)
+        await asyncio.to_thread(_write_atomically, self._path(name), data)
+
+    def _path(self, name: str) -> Path:
+        if name.startswith("/") or ".." in name.split("/"):
+            raise ValueError(f"blob name {name!r} leaves the container")
+        return self.root / name
 
     async def list(self, prefix: str) -> list[str]:
         folder = self.root / prefix.rsplit("/", 1)[0] if "/" in prefix else self.root
@@ -57,7 +62,7 @@ class LocalStore:
         return sorted(n for n in names if n.startswith(prefix) and not n.endswith(".tmp"))
 
     async def get(self, name: str) -> bytes:
-        return (self.root / name).read_bytes()
+        return self._path(name).read_bytes()
 
     async def aclose(self) -> None:
         return None
@@ -70,6 +75,7 @@ class BlobStore:
         self._settings = settings
         self._container_name = container or settings.container
         self._client: ContainerClient | None = None
+        self._credential: Any = None
         self._created = False
         where = settings.blob_service_uri or "connection string"
         self.description = f"blob container {self._container_name} ({where})"
@@ -90,7 +96,7 @@ class BlobStore:
             else:
                 from azure.identity.aio import DefaultAzureCredential
 
-                credential = DefaultAzureCredential(
+                credential = self._credential = DefaultAzureCredential(
                     managed_identity_client_id=self._settings.managed_identity_client_id
                 )
                 assert self._settings.blob_service_uri
@@ -138,6 +144,9 @@ class BlobStore:
         if self._client is not None:
             client, self._client = self._client, None
             await client.close()
+        if self._credential is not None:
+            credential, self._credential = self._credential, None
+            await credential.close()
 
 
 def store_for(settings: LogSettings, container: str | None = None) -> LogStore:

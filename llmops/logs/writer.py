@@ -20,6 +20,7 @@ import asyncio
 import logging
 import os
 import random
+import re
 import socket
 import time
 from collections.abc import Callable, Sequence
@@ -39,6 +40,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("llmops.logs")
 RecordSink = Callable[[list[dict[str, Any]]], None]  # receives each batch's built records
+# Only files this writer could have made are replayed (the spool folder may be shared).
+_SPOOL_NAME = re.compile(r"v1~date=\d{4}-\d\d-\d\d~hour=\d\d~[A-Za-z0-9-]+-\d{10}\.jsonl")
 _SLICE = 8  # records built between two yields to the event loop: ~0.5 ms of work at most
 
 
@@ -150,15 +153,20 @@ class RequestLogWriter:
 
     async def aclose(self) -> None:
         """Flush what is buffered (graceful shutdown), then release the store."""
-        for task in list(self._tasks):
-            await task
+        await asyncio.gather(*list(self._tasks), return_exceptions=True)
         await self.flush()
         if self._unsent:
             log.error("%d request-log batches could not be written or spooled", len(self._unsent))
         await self.store.aclose()
 
     async def _spill(self, batch: list[CallInfo]) -> None:
-        for name, data in await self._build(batch):
+        try:
+            blobs = await self._build(batch)
+        except Exception:  # never lose the calls: back to the buffer for the next flush
+            log.exception("could not spill a request-log batch; keeping it")
+            self._pending[:0] = batch
+            return
+        for name, data in blobs:
             if not await self._to_spool(name, data):
                 self._unsent.append((name, data))
 
@@ -169,10 +177,14 @@ class RequestLogWriter:
         for start in range(0, len(batch), _SLICE):
             for info in batch[start : start + _SLICE]:
                 record = self._record(info)
+                try:
+                    line = orjson.dumps(record) + b"\n"
+                except (TypeError, orjson.JSONEncodeError):  # e.g. nested past orjson's limit
+                    self.stats["build_failures"] += 1
+                    record = self._minimal(info, "RecordNotSerialisable")
+                    line = orjson.dumps(record) + b"\n"
                 records.append(record)
-                by_hour.setdefault(record["received_at"][:13], []).append(
-                    orjson.dumps(record) + b"\n"
-                )
+                by_hour.setdefault(record["received_at"][:13], []).append(line)
             await asyncio.sleep(0)
         self._notify(records)
         blobs = []
@@ -201,24 +213,28 @@ class RequestLogWriter:
         except Exception as exc:  # a bug here must cost the detail, never the record
             self.stats["build_failures"] += 1
             log.exception("could not build the request-log record of %s", info.request_id)
-            from llmops.logs.layout import iso
+            return self._minimal(info, type(exc).__name__)
 
-            return {
-                "schema": "llmops.request_log",
-                "schema_version": 1,
-                "request_id": info.request_id,
-                "trace_id": info.trace_id,
-                "received_at": iso(info.received_at),
-                "consumer": info.consumer,
-                "model": info.model,
-                "status": info.status,
-                "error": {
-                    "type": "record_build_failed",
-                    "code": type(exc).__name__,
-                    "message": "the gateway could not build this record",
-                },
-                "instance": self.instance,
-            }
+    def _minimal(self, info: CallInfo, reason: str) -> dict[str, Any]:
+        """The record of a call whose full record could not be built: who, when, what status."""
+        from llmops.logs.layout import iso
+
+        return {
+            "schema": "llmops.request_log",
+            "schema_version": 1,
+            "request_id": info.request_id,
+            "trace_id": info.trace_id,
+            "received_at": iso(info.received_at),
+            "consumer": info.consumer,
+            "model": info.model if isinstance(info.model, str) else None,
+            "status": info.status,
+            "error": {
+                "type": "record_build_failed",
+                "code": reason,
+                "message": "the gateway could not build this record",
+            },
+            "instance": self.instance,
+        }
 
     def _store_available(self) -> bool:
         return self._clock() >= self._down_until
@@ -259,7 +275,11 @@ class RequestLogWriter:
         """Upload spooled batches under their original names, oldest first, until the spool
         is empty (a spill may add files while a replay runs)."""
         while True:
-            files = sorted(self.spool.glob("*.jsonl")) if self.spool.is_dir() else []
+            files = (
+                sorted(path for path in self.spool.glob("*.jsonl") if _SPOOL_NAME.match(path.name))
+                if self.spool.is_dir()
+                else []
+            )
             if not files:
                 break
             for path in files:
