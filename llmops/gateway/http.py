@@ -201,7 +201,8 @@ async def _relay(
             if not strip_usage:
                 yield chunk
                 continue
-            *events, pending = (pending + chunk).split(b"\n\n")
+            # SSE allows CRLF line ends; events are re-emitted with LF, which is equally valid.
+            *events, pending = (pending + chunk).replace(b"\r\n", b"\n").split(b"\n\n")
             out = b"".join(event + b"\n\n" for event in events if not _usage_only(event))
             if out:
                 yield out

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import pytest
 
@@ -171,3 +172,35 @@ def test_layout_partitions_by_hour() -> None:
         "v1/date=2026-11-22/hour=23/",
         "v1/date=2026-11-23/hour=00/",
     ]
+
+
+async def test_usage_chunk_is_stripped_from_crlf_streams_too() -> None:
+    from llmops.gateway.http import _relay
+    from llmops.gateway.service import Gateway
+    from llmops.gateway.upstream import UpstreamResponse
+    from llmops.settings import Settings
+
+    events = [
+        {"choices": [{"index": 0, "delta": {"content": "hi"}, "finish_reason": "stop"}]},
+        {"choices": [], "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2}},
+    ]
+    wire = b"".join(b"data: " + json.dumps(e).encode() + b"\r\n\r\n" for e in events)
+    wire += b"data: [DONE]\r\n\r\n"
+
+    async def chunks() -> Any:
+        for start in range(0, len(wire), 7):  # boundaries fall inside "\r\n" pairs too
+            yield wire[start : start + 7]
+
+    gateway = Gateway(Settings.from_env({"LLMOPS_UPSTREAM": "mock", "LLMOPS_REQUEST_LOG": "off"}))
+    call = info(stream=True)
+    relayed = b"".join(
+        [
+            part
+            async for part in _relay(
+                UpstreamResponse(200, {}, chunks=chunks()), call, gateway, strip_usage=True
+            )
+        ]
+    )
+    assert b'"usage"' not in relayed
+    assert relayed.count(b"data: ") == 2 and relayed.endswith(b"data: [DONE]\n\n")
+    assert b"".join(call.chunks) == wire  # the record still sees the usage
