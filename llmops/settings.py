@@ -15,6 +15,7 @@ import hashlib
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Literal
 
 # --- Documented environment variable names -------------------------------------------------
@@ -119,9 +120,7 @@ class LogSettings:
         """Read the request-log settings from `env`."""
         import tempfile
 
-        def text(name: str) -> str | None:
-            value = env.get(name, "").strip()
-            return value or None
+        text = partial(_text, env)
 
         blob_uri = text(STORAGE_BLOB_URI)
         account = text(STORAGE_ACCOUNT_NAME)
@@ -187,9 +186,7 @@ class TraceSettings:
     def from_env(cls, env: Mapping[str, str]) -> TraceSettings:
         """Read the tracing and metrics settings from `env`."""
 
-        def text(name: str) -> str | None:
-            value = env.get(name, "").strip()
-            return value or None
+        text = partial(_text, env)
 
         enabled = (text(TRACING) or "on").lower()
         if enabled not in ("on", "off", "true", "false", "1", "0"):
@@ -244,9 +241,7 @@ class Settings:
         """Read and validate every setting from `environ` (default: `os.environ`)."""
         env = os.environ if environ is None else environ
 
-        def text(name: str) -> str | None:
-            value = env.get(name, "").strip()
-            return value or None
+        text = partial(_text, env)
 
         azure_endpoint = text(AZURE_OPENAI_ENDPOINT)
         openai_base_url = text(OPENAI_BASE_URL)
@@ -401,6 +396,12 @@ def parse_api_keys(raw: str) -> tuple[ConsumerKey, ...]:
             digest = hashlib.sha256(secret.encode()).digest()
         keys.append(ConsumerKey(consumer=consumer, sha256=digest))
     return tuple(keys)
+
+
+def _text(env: Mapping[str, str], name: str) -> str | None:
+    """The setting's value, stripped; None when it is unset or blank."""
+    value = env.get(name, "").strip()
+    return value or None
 
 
 def _items(raw: str) -> list[str]:

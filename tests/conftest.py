@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 
 from llmops.gateway.http import reset_default_handlers
+from tests.fakes.served import GATEWAY_KEY
 from tests.fakes.upstream import FakeUpstream
 
-GATEWAY_KEY = "sk-team-a-secret"
 GATEWAY_KEYS = f"team-a={GATEWAY_KEY},team-b=sha256:" + (
     "2cf24dba5fb0a30e26e83b2ac5b9e29e1b161e5c1fa7425e73043362938b9824"  # sha256("hello")
 )

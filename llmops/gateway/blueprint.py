@@ -8,8 +8,7 @@ FUNCTION) on top of the gateway's own consumer keys; health is anonymous so that
 call it, and it returns no secret.
 """
 
-from __future__ import annotations
-
+# No `from __future__ import annotations`: the worker inspects these annotations as classes.
 import azure.functions as func
 from azurefunctions.extensions.http.fastapi import Request, Response
 

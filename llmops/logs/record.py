@@ -222,7 +222,7 @@ def _usage(
     prompt = math.ceil(prompt_chars / CHARS_PER_TOKEN) + TOKENS_PER_MESSAGE * len(messages)
     completion_chars = sum(
         len(_text_of(c.get("content")))
-        + len(orjson.dumps(c.get("tool_calls"))) * bool(c.get("tool_calls"))
+        + (len(orjson.dumps(c["tool_calls"])) if c.get("tool_calls") else 0)
         for c in choices
     )
     completion = math.ceil(completion_chars / CHARS_PER_TOKEN)

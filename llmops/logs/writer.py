@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from llmops.logs.layout import batch_name
+from llmops.logs.layout import batch_name, iso
 from llmops.logs.record import build_record
 from llmops.logs.store import LogStore
 from llmops.settings import LogSettings
@@ -217,8 +217,6 @@ class RequestLogWriter:
 
     def _minimal(self, info: CallInfo, reason: str) -> dict[str, Any]:
         """The record of a call whose full record could not be built: who, when, what status."""
-        from llmops.logs.layout import iso
-
         return {
             "schema": "llmops.request_log",
             "schema_version": 1,

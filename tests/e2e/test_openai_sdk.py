@@ -11,7 +11,7 @@ import pytest
 from openai import AsyncAzureOpenAI, AsyncOpenAI, AzureOpenAI, OpenAI
 
 from tests.conftest import GATEWAY_KEY
-from tests.fakes.served import served_gateway
+from tests.fakes.served import sdk_client, served_gateway
 from tests.fakes.upstream import AZURE_API_VERSION, FakeUpstream, Reply
 
 pytestmark = pytest.mark.e2e
@@ -27,10 +27,8 @@ def gateway_url(azure_env: dict[str, str]) -> Iterator[str]:
         yield url
 
 
-def openai_client(url: str, **kwargs: object) -> OpenAI:
-    return OpenAI(
-        base_url=f"{url}/api/v1", api_key=GATEWAY_KEY, max_retries=0, timeout=10, **kwargs
-    )  # type: ignore[arg-type]
+def openai_client(url: str) -> OpenAI:
+    return sdk_client(url, timeout=10)
 
 
 def azure_client(url: str) -> AzureOpenAI:

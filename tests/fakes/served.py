@@ -10,11 +10,20 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 
 import uvicorn
+from openai import OpenAI
 
 from llmops.gateway.service import Gateway
 from llmops.gateway.upstream import Upstream
 from llmops.server import create_app
 from llmops.settings import Settings
+
+GATEWAY_KEY = "sk-team-a-secret"  # team-a's key in tests/conftest.py's LLMOPS_API_KEYS
+
+
+def sdk_client(url: str, key: str = GATEWAY_KEY, timeout: float = 20) -> OpenAI:
+    """The official SDK pointed at a served gateway; its own retries are off, so what a test
+    observes is the gateway's behaviour."""
+    return OpenAI(base_url=f"{url}/api/v1", api_key=key, max_retries=0, timeout=timeout)
 
 
 @contextmanager

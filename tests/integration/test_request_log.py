@@ -18,9 +18,8 @@ from openai import OpenAI
 from llmops.logs.reader import WindowReader
 from llmops.logs.store import store_for
 from llmops.settings import LogSettings
-from tests.conftest import GATEWAY_KEY
 from tests.fakes.azurite import Azurite
-from tests.fakes.served import served_gateway
+from tests.fakes.served import sdk_client, served_gateway
 from tests.fakes.upstream import FakeUpstream, rate_limited
 
 pytestmark = pytest.mark.integration
@@ -67,8 +66,7 @@ def wait_for(condition: Any, timeout: float = 15) -> None:
         time.sleep(0.05)
 
 
-def client(url: str, key: str = GATEWAY_KEY) -> OpenAI:
-    return OpenAI(base_url=f"{url}/api/v1", api_key=key, max_retries=0, timeout=20)
+client = sdk_client
 
 
 def test_every_call_leaves_one_record(

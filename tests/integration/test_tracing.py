@@ -19,14 +19,12 @@ from typing import Any
 
 import openai
 import pytest
-from openai import OpenAI
 
 from llmops.settings import Settings, SettingsError, TraceSettings
 from llmops.tracing import build_sinks
 from llmops.tracing.mlflow_sink import MlflowTraceSink, sampled
 from llmops.tracing.spans import iso_to_ns, trace_parts
-from tests.conftest import GATEWAY_KEY
-from tests.fakes.served import served_gateway
+from tests.fakes.served import sdk_client, served_gateway
 from tests.fakes.upstream import FakeUpstream, content_filter_prompt
 
 pytestmark = pytest.mark.integration
@@ -50,8 +48,7 @@ def mlflow_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, s
         }
 
 
-def client(url: str) -> OpenAI:
-    return OpenAI(base_url=f"{url}/api/v1", api_key=GATEWAY_KEY, max_retries=0, timeout=20)
+client = sdk_client
 
 
 def local_records(folder: Path) -> dict[str, dict[str, Any]]:

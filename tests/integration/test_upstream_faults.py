@@ -8,13 +8,11 @@ from typing import Any
 
 import openai
 import pytest
-from openai import OpenAI
 
 from llmops.gateway.service import Gateway
 from llmops.gateway.upstream import HttpUpstream
 from llmops.settings import Settings
-from tests.conftest import GATEWAY_KEY
-from tests.fakes.served import served_gateway
+from tests.fakes.served import sdk_client, served_gateway
 from tests.fakes.upstream import (
     FakeUpstream,
     Reply,
@@ -27,9 +25,7 @@ pytestmark = pytest.mark.integration
 MESSAGES: Any = [{"role": "user", "content": "hello"}]
 
 
-def client(url: str) -> OpenAI:
-    # The SDK's own retries are off: what we observe is the gateway's behaviour.
-    return OpenAI(base_url=f"{url}/api/v1", api_key=GATEWAY_KEY, max_retries=0, timeout=20)
+client = sdk_client
 
 
 def test_429_is_retried_after_the_wait_the_upstream_asked(
