@@ -2,7 +2,9 @@
 
 import azure.functions as func
 
+from llmops.drift.blueprint import bp as drift
 from llmops.gateway.blueprint import bp as gateway
 
 app = func.FunctionApp(http_auth_level=func.AuthLevel.FUNCTION)
 app.register_functions(gateway)
+app.register_functions(drift)

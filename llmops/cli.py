@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import logging
 import sys
+from datetime import datetime
 
-from llmops.settings import Settings, SettingsError
+from llmops.settings import Settings, SettingsError, parse_instant
+
+_LEVELS = ["critical", "error", "warning", "info", "debug"]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -16,9 +20,30 @@ def main(argv: list[str] | None = None) -> int:
     serve = commands.add_parser("serve", help="serve the gateway's HTTP API with uvicorn")
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=7071)
-    serve.add_argument(
-        "--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"]
+    serve.add_argument("--log-level", default="info", choices=_LEVELS)
+    drift = commands.add_parser(
+        "drift",
+        help="compare a current window of the request log with a reference window",
+        description="Without times: the window the schedule (LLMOPS_DRIFT_SCHEDULE) last "
+        "closed, against the reference the settings give. Times are ISO 8601, UTC unless "
+        "they carry an offset, e.g. 2026-11-22T14:00Z.",
     )
+    drift.add_argument("--current-start", type=_instant)
+    drift.add_argument("--current-end", type=_instant)
+    drift.add_argument("--reference-start", type=_instant)
+    drift.add_argument("--reference-end", type=_instant)
+    drift.add_argument("--json", action="store_true", help="print the whole report as JSON")
+    simulate = commands.add_parser(
+        "simulate",
+        help="send synthetic traffic through a local gateway (mock upstream), then run drift",
+    )
+    simulate.add_argument("--calls", type=int, default=500, help="calls per phase")
+    simulate.add_argument(
+        "--shift", type=float, default=1.0, help="0 = same traffic twice, 1 = fully shifted"
+    )
+    simulate.add_argument("--no-drift", action="store_true", help="only send the traffic")
+    for command in (drift, simulate):
+        command.add_argument("--log-level", default="warning", choices=_LEVELS)
     args = parser.parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
     try:
@@ -26,7 +51,48 @@ def main(argv: list[str] | None = None) -> int:
     except SettingsError as exc:
         print(f"llmops: configuration error: {exc}", file=sys.stderr)
         return 2
+    if args.command == "drift":
+        return _drift(settings, args)
+    if args.command == "simulate":
+        return _simulate(settings, args)
     return _serve(settings, args.host, args.port, args.log_level)
+
+
+def _instant(raw: str) -> datetime:
+    try:
+        return parse_instant(raw)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _drift(settings: Settings, args: argparse.Namespace) -> int:
+    from llmops.drift.run import run_cli
+
+    bounds = (args.current_start, args.current_end, args.reference_start, args.reference_end)
+    if (bounds[0] is None) != (bounds[1] is None) or (bounds[2] is None) != (bounds[3] is None):
+        print(
+            "llmops drift: give both --current-start and --current-end, and both "
+            "--reference-start and --reference-end",
+            file=sys.stderr,
+        )
+        return 2
+    if bounds[2] is not None and bounds[0] is None:
+        print("llmops drift: a reference window needs a current window too", file=sys.stderr)
+        return 2
+    for start, end in (bounds[:2], bounds[2:]):
+        if start is not None and end is not None and start >= end:
+            print("llmops drift: a window's start must be before its end", file=sys.stderr)
+            return 2
+    return asyncio.run(run_cli(settings, *bounds, as_json=args.json))
+
+
+def _simulate(settings: Settings, args: argparse.Namespace) -> int:
+    from llmops.drift.run import run_simulation
+
+    if args.calls < 1 or not 0.0 <= args.shift <= 1.0:
+        print("llmops simulate: --calls must be >= 1 and --shift between 0 and 1", file=sys.stderr)
+        return 2
+    return asyncio.run(run_simulation(settings, args.calls, args.shift, drift=not args.no_drift))
 
 
 def _serve(settings: Settings, host: str, port: int, log_level: str) -> int:

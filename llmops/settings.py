@@ -15,6 +15,7 @@ import hashlib
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from functools import partial
 from typing import Literal
 
@@ -64,6 +65,19 @@ TRACE_QUEUE_RECORDS = "LLMOPS_TRACE_QUEUE_RECORDS"  # records waiting for export
 TRACE_FLUSH_TIMEOUT_S = "LLMOPS_TRACE_FLUSH_TIMEOUT_S"  # longest wait for a flush (shutdown, call)
 TRACE_SAMPLE = "LLMOPS_TRACE_SAMPLE"  # share of successful calls traced (0..1); errors: all
 APPINSIGHTS_CONNECTION_STRING = "APPLICATIONINSIGHTS_CONNECTION_STRING"  # set: OTel metrics
+# Drift monitor (llmops/drift)
+DRIFT_SCHEDULE = "LLMOPS_DRIFT_SCHEDULE"  # NCRONTAB of the timer; one window per period
+DRIFT_REFERENCE_HOURS = "LLMOPS_DRIFT_REFERENCE_HOURS"  # rolling reference before the window
+DRIFT_BASELINE = "LLMOPS_DRIFT_BASELINE"  # pinned reference "START/END" (ISO 8601, UTC)
+DRIFT_SHARE = "LLMOPS_DRIFT_SHARE"  # dataset drift when this share of features drifts
+DRIFT_MIN_SAMPLES = "LLMOPS_DRIFT_MIN_SAMPLES"  # fewer values in a window: "not enough data"
+DRIFT_TESTS = "LLMOPS_DRIFT_TESTS"  # per-feature overrides "feature=method[:threshold],..."
+DRIFT_TEXT_SAMPLE = "LLMOPS_DRIFT_TEXT_SAMPLE"  # prompts per window for the text classifier
+DRIFT_MAX_ROWS = "LLMOPS_DRIFT_MAX_ROWS"  # values kept per feature and window (then sampled)
+DRIFT_CATCHUP = "LLMOPS_DRIFT_CATCHUP"  # most missed windows a past-due run computes
+DRIFT_EXPERIMENT = "LLMOPS_DRIFT_EXPERIMENT"  # MLflow experiment of the drift runs
+RETRAIN_AFTER = "LLMOPS_RETRAIN_AFTER"  # consecutive drifted windows before a retrain request
+RETRAIN_COOLDOWN = "LLMOPS_RETRAIN_COOLDOWN"  # hours between two retrain requests
 
 DEFAULT_AZURE_API_VERSION = "2024-10-21"
 # Azure's front end cuts an HTTP request at 230 s; every call, retries included, ends before.
@@ -71,6 +85,12 @@ AZURE_HTTP_LIMIT_S = 230.0
 # Traces: a local SQLite store (needs the full `mlflow` package) unless MLFLOW_TRACKING_URI is set.
 DEFAULT_TRACKING_URI = "sqlite:///.llmops/mlflow.db"
 DEFAULT_EXPERIMENT_NAME = "llmops-gateway"
+# Blob containers besides the request log's (fixed names: infra/ creates them).
+REPORT_CONTAINER = "drift-reports"
+RETRAIN_REQUESTS_CONTAINER = "retrain-requests"
+RETRAIN_RUNS_CONTAINER = "retrain-runs"
+DEFAULT_DRIFT_SCHEDULE = "0 0 * * * *"  # hourly, at the top of the hour
+DEFAULT_DRIFT_EXPERIMENT = "llmops-drift"
 
 UpstreamKind = Literal["azure", "openai", "mock"]
 _UPSTREAM_KINDS: tuple[UpstreamKind, ...] = ("azure", "openai", "mock")
@@ -210,6 +230,62 @@ class TraceSettings:
 
 
 @dataclass(frozen=True)
+class DriftSettings:
+    """The drift monitor's windows, tests and retraining hand-off (see docs/drift.md)."""
+
+    schedule: str = DEFAULT_DRIFT_SCHEDULE
+    reference_hours: float = 168.0  # the 7 days before the current window
+    baseline: tuple[datetime, datetime] | None = None  # a pinned reference window instead
+    share: float = 0.5
+    min_samples: int = 30
+    tests: Mapping[str, tuple[str, float | None]] = field(default_factory=dict)
+    text_sample: int = 5_000
+    max_rows: int = 1_000_000
+    catchup: int = 24
+    experiment_name: str = DEFAULT_DRIFT_EXPERIMENT
+    retrain_after: int = 2
+    retrain_cooldown_hours: float = 24.0
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> DriftSettings:
+        """Read the drift monitor's settings from `env`."""
+        from llmops.drift.schedule import Schedule, ScheduleError
+        from llmops.drift.stats import parse_tests
+
+        text = partial(_text, env)
+        schedule = text(DRIFT_SCHEDULE) or DEFAULT_DRIFT_SCHEDULE
+        try:
+            Schedule.parse(schedule)
+        except ScheduleError as exc:
+            raise SettingsError(f"{DRIFT_SCHEDULE}={schedule!r}: {exc}") from None
+        try:
+            tests = parse_tests(text(DRIFT_TESTS) or "")
+        except ValueError as exc:
+            raise SettingsError(f"{DRIFT_TESTS}: {exc}") from None
+        experiment = text(DRIFT_EXPERIMENT) or DEFAULT_DRIFT_EXPERIMENT
+        uri = text(MLFLOW_TRACKING_URI) or ""
+        if uri.startswith("databricks") and not experiment.startswith("/"):
+            raise SettingsError(
+                f"{DRIFT_EXPERIMENT}={experiment!r}: on Databricks an experiment is an "
+                "absolute workspace path, e.g. /Shared/llmops-drift"
+            )
+        return cls(
+            schedule=schedule,
+            reference_hours=_number(env, DRIFT_REFERENCE_HOURS, 168.0, minimum=0.01),
+            baseline=_window(text(DRIFT_BASELINE), DRIFT_BASELINE),
+            share=_number(env, DRIFT_SHARE, 0.5, minimum=0.0, maximum=1.0),
+            min_samples=int(_number(env, DRIFT_MIN_SAMPLES, 30, minimum=2)),
+            tests=tests,
+            text_sample=int(_number(env, DRIFT_TEXT_SAMPLE, 5_000, minimum=0)),
+            max_rows=int(_number(env, DRIFT_MAX_ROWS, 1_000_000, minimum=100)),
+            catchup=int(_number(env, DRIFT_CATCHUP, 24, minimum=1, maximum=10_000)),
+            experiment_name=experiment,
+            retrain_after=int(_number(env, RETRAIN_AFTER, 2, minimum=1)),
+            retrain_cooldown_hours=_number(env, RETRAIN_COOLDOWN, 24.0, minimum=0.0),
+        )
+
+
+@dataclass(frozen=True)
 class Settings:
     """The gateway's configuration. Build it with `Settings.from_env()`."""
 
@@ -235,6 +311,7 @@ class Settings:
     upstream_connections: int = 256
     logs: LogSettings = field(default_factory=LogSettings)
     traces: TraceSettings = field(default_factory=TraceSettings)
+    drift: DriftSettings = field(default_factory=DriftSettings)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -302,6 +379,7 @@ class Settings:
             upstream_connections=int(_number(env, UPSTREAM_CONNECTIONS, 256, minimum=1)),
             logs=LogSettings.from_env(env),
             traces=TraceSettings.from_env(env),
+            drift=DriftSettings.from_env(env),
         )
 
     @property
@@ -402,6 +480,30 @@ def _text(env: Mapping[str, str], name: str) -> str | None:
     """The setting's value, stripped; None when it is unset or blank."""
     value = env.get(name, "").strip()
     return value or None
+
+
+def parse_instant(raw: str) -> datetime:
+    """An ISO 8601 instant; without an offset it is taken as UTC."""
+    try:
+        moment = datetime.fromisoformat(raw.strip().replace("Z", "+00:00"))
+    except ValueError:
+        raise ValueError(f"{raw!r} is not an ISO 8601 time such as 2026-11-22T14:00Z") from None
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def _window(raw: str | None, name: str) -> tuple[datetime, datetime] | None:
+    if raw is None:
+        return None
+    start, sep, end = raw.partition("/")
+    try:
+        if not sep:
+            raise ValueError("expected START/END")
+        window = parse_instant(start), parse_instant(end)
+    except ValueError as exc:
+        raise SettingsError(f"{name}={raw!r}: {exc}") from None
+    if window[0] >= window[1]:
+        raise SettingsError(f"{name}={raw!r}: the start must be before the end")
+    return window
 
 
 def _items(raw: str) -> list[str]:

@@ -22,8 +22,9 @@ class LogStore(Protocol):
 
     description: str
 
-    async def put(self, name: str, data: bytes) -> None:
-        """Write `data` under `name`, replacing what was there (so retries never duplicate)."""
+    async def put(self, name: str, data: bytes, content_type: str | None = None) -> None:
+        """Write `data` under `name`, replacing what was there (so retries never duplicate);
+        `content_type` is what a browser is told when it opens the blob."""
         ...
 
     async def list(self, prefix: str) -> list[str]:
@@ -46,7 +47,7 @@ class LocalStore:
         self.root = Path(root) / container
         self.description = f"local folder {self.root}"
 
-    async def put(self, name: str, data: bytes) -> None:
+    async def put(self, name: str, data: bytes, content_type: str | None = None) -> None:
         await asyncio.to_thread(_write_atomically, self._path(name), data)
 
     def _path(self, name: str) -> Path:
@@ -110,12 +111,14 @@ class BlobStore:
                 )
         return self._client
 
-    async def put(self, name: str, data: bytes) -> None:
+    async def put(self, name: str, data: bytes, content_type: str | None = None) -> None:
         from azure.core.exceptions import ResourceExistsError, ResourceNotFoundError
+        from azure.storage.blob import ContentSettings
 
         container = self._container()
+        settings = ContentSettings(content_type=content_type) if content_type else None
         try:
-            await container.upload_blob(name, data, overwrite=True)
+            await container.upload_blob(name, data, overwrite=True, content_settings=settings)
         except ResourceNotFoundError:
             if self._created:
                 raise
@@ -124,7 +127,7 @@ class BlobStore:
             except ResourceExistsError:
                 pass
             self._created = True
-            await container.upload_blob(name, data, overwrite=True)
+            await container.upload_blob(name, data, overwrite=True, content_settings=settings)
 
     async def list(self, prefix: str) -> list[str]:
         from azure.core.exceptions import ResourceNotFoundError

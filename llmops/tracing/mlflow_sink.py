@@ -215,7 +215,7 @@ class MlflowTraceSink:
             self._retry_at = math.inf
             self._error(
                 f"{uri} is a store MLflow opens in-process, which needs the full `mlflow` "
-                "package (the deployed set has the lean `mlflow-tracing`): no traces. Install "
+                "package (the deployed set has the lean `mlflow-skinny`): no traces. Install "
                 "requirements-dev.txt, or set MLFLOW_TRACKING_URI to a tracking server or "
                 "`databricks`",
                 count=False,
@@ -227,7 +227,7 @@ class MlflowTraceSink:
                 Path(uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
             mlflow.set_tracking_uri(uri)
             experiment = mlflow.set_experiment(self.settings.experiment_name)
-        except ImportError as exc:  # e.g. a local store with only mlflow-tracing installed
+        except ImportError as exc:  # e.g. a local store with only mlflow-skinny installed
             self._retry_at = math.inf
             self._error(
                 f"MLflow cannot open {uri} ({exc}): no traces. A local store needs the full "

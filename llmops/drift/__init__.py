@@ -1,0 +1,1 @@
+"""Drift monitoring: compare recent traffic with a reference window (see docs/drift.md)."""
