@@ -1,7 +1,18 @@
 """Compare a current window's features with the reference window's: the report's body.
 
-Pure: two `WindowSample`s in, a JSON-ready dict out. The dict is what `report.json` holds and
-what the HTML page, the MLflow run and the metrics are made from (see docs/drift.md).
+Pure: two `WindowSample`s in, a JSON-ready dict out.
+
+The default test of a feature follows Evidently's table (`stats.default_method`) with one
+deliberate difference: the row count that picks between p-value tests and distances is the
+SMALLER window's, not the reference's. Evidently moves to distances for large data because
+p-values flag negligible differences when both samples are huge; with a busy week as the
+reference and a quiet hour as the current window, the distance's own sampling noise exceeds
+its 0.1 threshold (measured: normalized Wasserstein ~0.13 between two samples of the same
+traffic at 60 current calls), so the quiet hour would raise false alarms. Whenever the current
+window has more than 1000 rows, or the reference at most 1000, the choice is Evidently's.
+
+The dict is what `report.json` holds and what the HTML page, the MLflow run and the metrics
+are made from (see docs/drift.md).
 """
 
 from __future__ import annotations
@@ -98,7 +109,7 @@ def _numeric(
         method, threshold = override or (None, None)
         if method is None:
             distinct = len(np.unique(np.concatenate([ref, cur])))
-            method = default_method(False, len(ref), distinct)
+            method = default_method(False, min(len(ref), len(cur)), distinct)
         result = compare_numeric(ref, cur, method, threshold)
     return _feature(
         name,
@@ -124,7 +135,7 @@ def _categorical(
     if ref_n >= min_samples and cur_n >= min_samples:
         method, threshold = override or (None, None)
         if method is None:
-            method = default_method(True, ref_n, len(set(ref) | set(cur)))
+            method = default_method(True, min(ref_n, cur_n), len(set(ref) | set(cur)))
         result = compare_categorical(ref, cur, method, threshold)
     return _feature(
         name,

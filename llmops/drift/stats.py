@@ -7,9 +7,13 @@ Which test runs (unless a feature's test is overridden):
 | <= 1000 | Kolmogorov-Smirnov p-value < 0.05 | chi-squared p < 0.05 (z-test if 2 values) |
 | > 1000 | normalized Wasserstein >= 0.1 | Jensen-Shannon distance >= 0.1 |
 
-p-value tests drift below their threshold, distances at or above it. Numeric samples are
-arrays of floats; categorical ones are counts per value (a numeric feature with few distinct
-values is turned into counts). scipy is imported on first use, never at `function_app` import.
+p-value tests drift below their threshold, distances at or above it. The monitor passes the
+smaller window's row count as "reference rows" on purpose (see `analysis`): with a small
+current window a distance is mostly sampling noise. That is not a bug to mirror away.
+
+Numeric samples are arrays of floats; categorical ones are counts per value (a numeric feature
+with few distinct values is turned into counts). scipy is imported on first use, never at
+`function_app` import.
 """
 
 from __future__ import annotations
@@ -54,7 +58,8 @@ class Comparison:
 
 
 def default_method(categorical: bool, reference_rows: int, distinct: int) -> Method:
-    """The test Evidently's DataDriftPreset picks for a feature."""
+    """The test Evidently's DataDriftPreset picks for a feature, given the reference's rows
+    (the monitor passes the smaller window's) and the distinct values of both windows."""
     small = reference_rows <= SMALL_REFERENCE
     if categorical or distinct <= FEW_VALUES:
         if not small:
@@ -105,7 +110,7 @@ def compare_categorical(
 
     if method in NUMERIC_ONLY:
         raise ValueError(f"{method} needs numbers; use chisquare, z or jensenshannon")
-    keys = sorted(set(reference) | set(current))
+    keys = sorted(k for k in set(reference) | set(current) if reference.get(k) or current.get(k))
     ref = np.array([reference.get(k, 0) for k in keys], dtype=float)
     cur = np.array([current.get(k, 0) for k in keys], dtype=float)
     if method == "jensenshannon":

@@ -92,12 +92,17 @@ def text_drift(reference: list[str], current: list[str], *, seed: int = 0) -> Te
 def _threshold(test_labels: Any, seed: int) -> float:
     """0.55, or for a small test set the AUC a random guesser beats only 5% of the time."""
     import numpy as np
-    from sklearn.metrics import roc_auc_score
 
-    if len(test_labels) >= LARGE_TEST_SET:
+    labels = np.asarray(test_labels)
+    if len(labels) >= LARGE_TEST_SET:
         return FIXED_THRESHOLD
     rng = np.random.default_rng(seed)
-    guesses = [roc_auc_score(test_labels, rng.random(len(test_labels))) for _ in range(1000)]
+    # 1000 random guessers at once. Their scores have no ties, so each one's ROC AUC is the
+    # Mann-Whitney statistic of the ranks (what roc_auc_score computes, ~300x faster in bulk).
+    ranks = rng.random((1000, len(labels))).argsort(axis=1).argsort(axis=1) + 1
+    positive = labels == 1
+    n_pos, n_neg = int(positive.sum()), int((~positive).sum())
+    guesses = (ranks[:, positive].sum(axis=1) - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg)
     return max(FIXED_THRESHOLD, float(np.percentile(guesses, 95)))
 
 

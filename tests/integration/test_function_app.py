@@ -47,7 +47,7 @@ def functions() -> dict[str, Any]:
 
 def test_every_function_is_indexed_with_its_bindings() -> None:
     indexed = functions()
-    assert set(indexed) == set(EXPECTED)
+    assert set(indexed) == set(EXPECTED) | {"drift_monitor"}
     for name, (route, methods, auth_level) in EXPECTED.items():
         function_json = json.loads(indexed[name].get_function_json())
         trigger, output = function_json["bindings"]
@@ -64,6 +64,8 @@ def test_functions_take_fastapi_stream_types() -> None:
     from azurefunctions.extensions.http.fastapi import Request as StreamRequest
 
     for function in functions().values():
+        if not function.is_http_function():
+            continue
         annotations = function.get_user_function().__annotations__
         assert annotations["req"] is StreamRequest  # the class itself, not a string
 
@@ -240,3 +242,71 @@ async def test_misconfiguration_is_a_clear_500(monkeypatch: pytest.MonkeyPatch) 
     error = json.loads(await body_of(response))["error"]
     assert error["code"] == "configuration_error"
     assert "LLMOPS_UPSTREAM" in error["message"]
+
+
+def test_the_drift_timer_is_indexed_with_its_schedule_setting() -> None:
+    function_json = json.loads(functions()["drift_monitor"].get_function_json())
+    assert function_json["bindings"] == [
+        {
+            "direction": "IN",
+            "type": "timerTrigger",
+            "name": "timer",
+            "schedule": "%LLMOPS_DRIFT_SCHEDULE%",
+            "runOnStartup": False,
+            "useMonitor": True,
+        }
+    ]
+
+
+def test_a_past_due_drift_timer_computes_the_windows_it_missed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The host hands the timer `IsPastDue` and `ScheduleStatus.Last`; the missed windows
+    are analysed, and each report lands once."""
+    import asyncio
+    from datetime import UTC, datetime, timedelta
+
+    from azure.functions.timer import TimerRequest
+
+    from llmops.logs.store import LocalStore
+    from tests.fakes.records import traffic, write_records
+
+    monkeypatch.setenv("LLMOPS_DRIFT_SCHEDULE", "0 0 * * * *")
+    monkeypatch.setenv("LLMOPS_DRIFT_REFERENCE_HOURS", "12")
+    hour = timedelta(hours=1)
+    now = datetime.now(UTC)
+    top = now.replace(minute=0, second=0, microsecond=0)
+    records = traffic(top - 15 * hour, top - 3 * hour, 600, seed=1)
+    records += traffic(top - 3 * hour, top, 300, shifted=True, seed=2)
+    asyncio.run(write_records(LocalStore(tmp_path / "store", "request-logs"), records))
+    last_run = (top - 3 * hour).isoformat()
+    timer = TimerRequest(past_due=True, schedule_status={"Last": last_run, "Next": top.isoformat()})
+
+    user_function = functions()["drift_monitor"].get_user_function()
+    asyncio.run(user_function(timer))
+
+    reports = sorted((tmp_path / "store" / "drift-reports" / "reports").glob("*.json"))
+    ends = [json.loads(p.read_text())["windows"]["current"]["end"] for p in reports]
+    expected = [(top - k * hour).strftime("%Y-%m-%dT%H:%M:%SZ") for k in (2, 1, 0)]
+    assert ends == expected  # the three windows closed since the last run, oldest first
+    verdicts = [json.loads(p.read_text())["summary"]["dataset_drift"] for p in reports]
+    assert verdicts == [True, True, True]
+    requests = list((tmp_path / "store" / "retrain-requests").glob("drift-*.json"))
+    assert len(requests) == 1  # two consecutive drifted windows, then the cooldown
+
+
+def test_a_timer_run_on_time_analyses_only_the_last_window(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import asyncio
+
+    from azure.functions.timer import TimerRequest
+
+    monkeypatch.setenv("LLMOPS_DRIFT_SCHEDULE", "0 */30 * * * *")
+    user_function = functions()["drift_monitor"].get_user_function()
+    asyncio.run(user_function(TimerRequest(past_due=False, schedule_status={})))
+
+    reports = list((tmp_path / "store" / "drift-reports" / "reports").glob("*.json"))
+    assert len(reports) == 1
+    report = json.loads(reports[0].read_text())
+    assert report["summary"]["verdict"] == "not enough data"  # an empty request log
