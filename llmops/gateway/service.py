@@ -262,7 +262,13 @@ def build_request_log(settings: Settings) -> RequestLogWriter:
     redactor = Redactor(
         mode=logs.redact_mode, salt=logs.redact_salt.encode(), extra=logs.redact_patterns
     )
-    return RequestLogWriter(logs, store_for(logs), redactor, sinks=build_sinks(settings.traces))
+    sinks = build_sinks(settings.traces)
+    writer = RequestLogWriter(logs, store_for(logs), redactor, sinks=sinks)
+    for sink in sinks:
+        watch = getattr(sink, "watch", None)
+        if callable(watch):  # the metrics sink also reports the writer's spill and backlog
+            watch(writer)
+    return writer
 
 
 def _wait_before_retry(outcome: UpstreamResponse | GatewayError, attempts: int) -> float:

@@ -92,6 +92,12 @@ class RequestLogWriter:
         self._outage_logged = False
         self._spool_pending = self.spool.is_dir() and any(self.spool.glob("*.jsonl"))
 
+    def backlog(self) -> int:
+        """Records not yet in the store: buffered, or spooled by this process and not yet
+        replayed (a spool left by an earlier process is not counted)."""
+        spooled = max(self.stats["spooled"] - self.stats["replayed"], 0)
+        return len(self._pending) + spooled
+
     # --- the request path ----------------------------------------------------------------
     def add(self, info: CallInfo) -> None:
         """Queue one finished call. O(1); the flush happens later, on the loop."""

@@ -7,6 +7,9 @@
   estimated (the upstream reported no usage: the record's estimate)
 - `llmops.gateway.errors`: counter, {error}; error.type, error.code, model, consumer,
   status_class
+- `llmops.requestlog.spilled`: counter, {record}; records that went to the local spool
+  instead of Blob Storage (store unreachable or too slow), observed from the writer
+- `llmops.requestlog.backlog`: gauge, {record}; records buffered or spooled, not yet stored
 
 `MetricsSink` takes any `Meter`: tests pass one from a private `MeterProvider` with an
 in-memory reader. In Azure, `build_meter` configures the Azure Monitor distro
@@ -21,7 +24,7 @@ import importlib
 import logging
 import threading
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from llmops import __version__
 
@@ -127,6 +130,38 @@ def build_meter(settings: TraceSettings) -> Meter | None:
     return metrics.get_meter(METER_NAME, __version__)
 
 
+class WriterStats(Protocol):
+    """What the request-log writer exposes to the metrics (see `RequestLogWriter`)."""
+
+    stats: dict[str, int]
+
+    def backlog(self) -> int: ...
+
+
+def observe_writer(meter: Meter, writer: WriterStats) -> None:
+    """Report the writer's spill count and backlog whenever the metrics are collected."""
+    from opentelemetry.metrics import CallbackOptions, Observation
+
+    def spilled(options: CallbackOptions) -> list[Observation]:
+        return [Observation(writer.stats["spooled"])]
+
+    def backlog(options: CallbackOptions) -> list[Observation]:
+        return [Observation(writer.backlog())]
+
+    meter.create_observable_counter(
+        "llmops.requestlog.spilled",
+        callbacks=[spilled],
+        unit="{record}",
+        description="Request-log records sent to the local spool instead of Blob Storage",
+    )
+    meter.create_observable_gauge(
+        "llmops.requestlog.backlog",
+        callbacks=[backlog],
+        unit="{record}",
+        description="Request-log records buffered or spooled, not yet stored",
+    )
+
+
 class DeferredMetricsSink:
     """A `MetricsSink` whose meter is built in a background thread.
 
@@ -143,6 +178,8 @@ class DeferredMetricsSink:
         self._pending: list[dict[str, Any]] = []
         self._lock = threading.Lock()
         self._ready = threading.Event()
+        self._meter: Meter | None = None
+        self._watched: list[WriterStats] = []
         self._thread = threading.Thread(
             target=self._build, args=(build,), name="llmops-metrics-setup", daemon=True
         )
@@ -152,7 +189,10 @@ class DeferredMetricsSink:
         try:
             meter = build()
             if meter is not None:
-                self._sink = MetricsSink(meter)
+                with self._lock:
+                    self._sink, self._meter = MetricsSink(meter), meter
+                    for writer in self._watched:
+                        observe_writer(meter, writer)
             else:
                 self._failed = True
         except Exception:
@@ -160,6 +200,14 @@ class DeferredMetricsSink:
             log.exception("OpenTelemetry metrics are off: the meter could not be built")
         finally:
             self._ready.set()
+
+    def watch(self, writer: WriterStats) -> None:
+        """Also report `writer`'s spill count and backlog (once the meter is ready)."""
+        with self._lock:
+            if self._meter is not None:
+                observe_writer(self._meter, writer)
+            else:
+                self._watched.append(writer)
 
     def __call__(self, records: list[dict[str, Any]]) -> None:
         """Record a batch now, or keep it until the meter is ready. Never raises."""

@@ -36,13 +36,13 @@ class FlakyStore(LocalStore):
         self.error: Exception | None = None
         self.puts = 0
 
-    async def put(self, name: str, data: bytes) -> None:
+    async def put(self, name: str, data: bytes, content_type: str | None = None) -> None:
         self.puts += 1
         if self.delay_s:
             await asyncio.sleep(self.delay_s)
         if self.error is not None:
             raise self.error
-        await super().put(name, data)
+        await super().put(name, data, content_type)
 
 
 def settings(tmp_path: Path, **overrides: Any) -> LogSettings:
@@ -197,3 +197,43 @@ async def test_functions_invocation_flushes_to_blob_after_the_response(
         await store.aclose()
     assert record["request_id"] == response.headers["x-request-id"]
     assert record["consumer"] == "team-a"
+
+
+async def test_spill_and_backlog_metrics_follow_an_outage(tmp_path: Path) -> None:
+    """`llmops.requestlog.spilled` and `.backlog`, which infra's alert rules watch."""
+    from opentelemetry.sdk.metrics import MeterProvider
+    from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+
+    from llmops.tracing.metrics import DeferredMetricsSink
+
+    reader = InMemoryMetricReader()
+    meter = MeterProvider(metric_readers=[reader]).get_meter("test")
+    sink = DeferredMetricsSink(lambda: meter)
+    store = FlakyStore(tmp_path / "store")
+    store.error = ConnectionError("blob storage is down")
+    writer = RequestLogWriter(settings(tmp_path), store, Redactor(), sinks=[sink])
+    sink.watch(writer)
+    assert sink.flush(5)
+
+    def observed() -> dict[str, int]:
+        data = reader.get_metrics_data()
+        assert data is not None
+        return {
+            metric.name: int(metric.data.data_points[0].value)
+            for resource in data.resource_metrics
+            for scope in resource.scope_metrics
+            for metric in scope.metrics
+            if metric.name.startswith("llmops.requestlog.")
+        }
+
+    for n in range(40):
+        writer.add(call(n))
+    await writer.flush()
+    assert observed() == {"llmops.requestlog.spilled": 40, "llmops.requestlog.backlog": 40}
+
+    store.error = None
+    await asyncio.sleep(0.1)  # past the retry pause
+    writer.add(call(40))
+    await writer.aclose()  # delivers the new record, then replays the spool
+    assert observed() == {"llmops.requestlog.spilled": 40, "llmops.requestlog.backlog": 0}
+    assert len(await stored_ids(store)) == 41
