@@ -42,7 +42,19 @@ def main(argv: list[str] | None = None) -> int:
         "--shift", type=float, default=1.0, help="0 = same traffic twice, 1 = fully shifted"
     )
     simulate.add_argument("--no-drift", action="store_true", help="only send the traffic")
-    for command in (drift, simulate):
+    retrain = commands.add_parser(
+        "retrain",
+        help="submit a retraining request, or refresh a request's Databricks run state",
+    )
+    retrain_actions = retrain.add_subparsers(dest="action", required=True)
+    submit = retrain_actions.add_parser(
+        "submit", help="write FILE to retrain-requests/ and start the job as the trigger would"
+    )
+    submit.add_argument("file")
+    submit.add_argument("--name", help="blob name (default: the file's name)")
+    status = retrain_actions.add_parser("status", help="refresh retrain-runs/NAME.json")
+    status.add_argument("name")
+    for command in (drift, simulate, submit, status):
         command.add_argument("--log-level", default="warning", choices=_LEVELS)
     args = parser.parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
@@ -55,6 +67,12 @@ def main(argv: list[str] | None = None) -> int:
         return _drift(settings, args)
     if args.command == "simulate":
         return _simulate(settings, args)
+    if args.command == "retrain":
+        from llmops.retrain.run import run_cli
+
+        target = args.file if args.action == "submit" else args.name
+        name = args.name if args.action == "submit" else None
+        return asyncio.run(run_cli(settings, args.action, target, name))
     return _serve(settings, args.host, args.port, args.log_level)
 
 

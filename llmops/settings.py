@@ -78,6 +78,13 @@ DRIFT_CATCHUP = "LLMOPS_DRIFT_CATCHUP"  # most missed windows a past-due run com
 DRIFT_EXPERIMENT = "LLMOPS_DRIFT_EXPERIMENT"  # MLflow experiment of the drift runs
 RETRAIN_AFTER = "LLMOPS_RETRAIN_AFTER"  # consecutive drifted windows before a retrain request
 RETRAIN_COOLDOWN = "LLMOPS_RETRAIN_COOLDOWN"  # hours between two retrain requests
+# Retraining trigger (llmops/retrain)
+RETRAIN_JOB_ID = "LLMOPS_RETRAIN_JOB_ID"  # the Databricks job a retraining request starts
+RETRAIN_BLOB_SOURCE = "LLMOPS_RETRAIN_BLOB_SOURCE"  # EventGrid (Flex) | LogsAndContainerScan
+RETRAIN_ATTEMPTS = "LLMOPS_RETRAIN_ATTEMPTS"  # tries per invocation on 429/5xx/timeouts
+RETRAIN_TIMEOUT_S = "LLMOPS_RETRAIN_TIMEOUT_S"  # per Databricks request
+DATABRICKS_HOST = "DATABRICKS_HOST"  # https://adb-....azuredatabricks.net
+DATABRICKS_TOKEN = "DATABRICKS_TOKEN"  # a PAT; unset: the SDK's other auth (managed identity)
 
 DEFAULT_AZURE_API_VERSION = "2024-10-21"
 # Azure's front end cuts an HTTP request at 230 s; every call, retries included, ends before.
@@ -249,8 +256,9 @@ class DriftSettings:
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> DriftSettings:
         """Read the drift monitor's settings from `env`."""
+        from llmops.drift.features import CATEGORICAL, NUMERIC
         from llmops.drift.schedule import Schedule, ScheduleError
-        from llmops.drift.stats import parse_tests
+        from llmops.drift.stats import NUMERIC_ONLY, parse_tests
 
         text = partial(_text, env)
         schedule = text(DRIFT_SCHEDULE) or DEFAULT_DRIFT_SCHEDULE
@@ -262,6 +270,17 @@ class DriftSettings:
             tests = parse_tests(text(DRIFT_TESTS) or "")
         except ValueError as exc:
             raise SettingsError(f"{DRIFT_TESTS}: {exc}") from None
+        for feature, (method, _) in tests.items():
+            if feature not in NUMERIC and feature not in CATEGORICAL:
+                raise SettingsError(
+                    f"{DRIFT_TESTS}: no feature {feature!r} to override; the features are "
+                    + ", ".join((*NUMERIC, *CATEGORICAL))
+                )
+            if feature in CATEGORICAL and method in NUMERIC_ONLY:
+                raise SettingsError(
+                    f"{DRIFT_TESTS}: {feature} is categorical; {method} needs numbers "
+                    "(use chisquare, z or jensenshannon)"
+                )
         experiment = text(DRIFT_EXPERIMENT) or DEFAULT_DRIFT_EXPERIMENT
         uri = text(MLFLOW_TRACKING_URI) or ""
         if uri.startswith("databricks") and not experiment.startswith("/"):
@@ -283,6 +302,49 @@ class DriftSettings:
             retrain_after=int(_number(env, RETRAIN_AFTER, 2, minimum=1)),
             retrain_cooldown_hours=_number(env, RETRAIN_COOLDOWN, 24.0, minimum=0.0),
         )
+
+
+@dataclass(frozen=True)
+class RetrainSettings:
+    """The retraining trigger's Databricks job and how hard it tries (see docs/retraining.md)."""
+
+    job_id: int | None = None
+    databricks_host: str | None = None
+    databricks_token: str | None = field(default=None, repr=False)
+    attempts: int = 4
+    timeout_s: float = 30.0
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> RetrainSettings:
+        """Read the retraining settings from `env`."""
+        text = partial(_text, env)
+        raw_job = text(RETRAIN_JOB_ID)
+        job_id = None
+        if raw_job is not None:
+            if not raw_job.isdigit() or int(raw_job) < 1:
+                raise SettingsError(f"{RETRAIN_JOB_ID}={raw_job!r} is not a Databricks job id")
+            job_id = int(raw_job)
+        host = text(DATABRICKS_HOST)
+        if host and not host.startswith(("http://", "https://")):
+            host = f"https://{host}"
+        return cls(
+            job_id=job_id,
+            databricks_host=host.rstrip("/") if host else None,
+            databricks_token=text(DATABRICKS_TOKEN),
+            attempts=int(_number(env, RETRAIN_ATTEMPTS, 4, minimum=1, maximum=20)),
+            timeout_s=_number(env, RETRAIN_TIMEOUT_S, 30.0, minimum=1.0, maximum=600.0),
+        )
+
+
+def retrain_blob_source(env: Mapping[str, str] | None = None) -> str:
+    """The retraining trigger's blob source, read when the Functions app is indexed:
+    `EventGrid` (the default, the only one Flex Consumption supports) or
+    `LogsAndContainerScan` (polling; for `func start` against Azurite)."""
+    raw = _text(os.environ if env is None else env, RETRAIN_BLOB_SOURCE) or "EventGrid"
+    for source in ("EventGrid", "LogsAndContainerScan"):
+        if raw.lower() == source.lower():
+            return source
+    raise SettingsError(f"{RETRAIN_BLOB_SOURCE}={raw!r} is not EventGrid or LogsAndContainerScan")
 
 
 @dataclass(frozen=True)
@@ -312,6 +374,7 @@ class Settings:
     logs: LogSettings = field(default_factory=LogSettings)
     traces: TraceSettings = field(default_factory=TraceSettings)
     drift: DriftSettings = field(default_factory=DriftSettings)
+    retrain: RetrainSettings = field(default_factory=RetrainSettings)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -380,6 +443,7 @@ class Settings:
             logs=LogSettings.from_env(env),
             traces=TraceSettings.from_env(env),
             drift=DriftSettings.from_env(env),
+            retrain=RetrainSettings.from_env(env),
         )
 
     @property

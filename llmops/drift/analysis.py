@@ -244,9 +244,10 @@ def _categories(ref: Mapping[str, int], cur: Mapping[str, int]) -> dict[str, Any
     ref_shares = [round(ref.get(k, 0) / ref_n, 5) for k in top]
     cur_shares = [round(cur.get(k, 0) / cur_n, 5) for k in top]
     if len(weight) > len(top):
+        rest = set(weight) - set(top)  # an empty window has no share of the rest either
+        ref_shares.append(round(sum(ref.get(k, 0) for k in rest) / ref_n, 5))
+        cur_shares.append(round(sum(cur.get(k, 0) for k in rest) / cur_n, 5))
         top.append("(rest)")
-        ref_shares.append(round(1 - sum(ref_shares), 5))
-        cur_shares.append(round(1 - sum(cur_shares), 5))
     return {"values": top, "reference": ref_shares, "current": cur_shares}
 
 

@@ -219,14 +219,14 @@ def _bars(shares: list[float], labels: list[str], top: float, color: str) -> str
             f"height='{height:.1f}' fill='{color}'><title>{escape(label)}: "
             f"{share * 100:.1f}%</title></rect>"
         )
-    first, last = (escape(labels[0]), escape(labels[-1])) if labels else ("", "")
+    first, last = (escape(labels[0][:28]), escape(labels[-1][:28])) if labels else ("", "")
     return (
         f"<svg viewBox='0 0 {_W} {_H}' width='100%' role=img aria-label='distribution'>"
         f"<line x1='5' y1='{_H - 20}' x2='{_W - 5}' y2='{_H - 20}' stroke='#d0d7de'/>"
         + "".join(bars)
-        + f"<text x='5' y='{_H - 5}' font-size='11' fill='#59636e'>{first[:28]}</text>"
+        + f"<text x='5' y='{_H - 5}' font-size='11' fill='#59636e'>{first}</text>"
         f"<text x='{_W - 5}' y='{_H - 5}' font-size='11' fill='#59636e' "
-        f"text-anchor='end'>{last[:28]}</text>"
+        f"text-anchor='end'>{last}</text>"
         f"<text x='5' y='12' font-size='11' fill='#59636e'>max {top * 100:.1f}%</text></svg>"
     )
 

@@ -3,8 +3,9 @@
 Azure Functions timers use six-field NCRONTAB expressions, `second minute hour day month
 day-of-week` (e.g. `0 0 * * * *`, hourly). Each field is `*`, a number, a range `a-b`, a step
 `*/n` or `a-b/n`, or a comma-separated list of those; day-of-week runs 0-6 from Sunday (7 is
-Sunday too) and also takes `SUN`..`SAT`; months take `JAN`..`DEC`. As in cron, when both
-day-of-month and day-of-week are restricted, a day matching either runs.
+Sunday too) and also takes `SUN`..`SAT`; months take `JAN`..`DEC`. Unlike classic cron, and
+as the NCrontab library behind Azure timers does, a day runs only when it matches BOTH the
+day-of-month and the day-of-week fields (`0 0 0 13 * FRI`: only on Friday the 13th).
 
 The drift monitor's current window is the span between two consecutive occurrences: the run
 at 14:00 of an hourly schedule analyses `[13:00, 14:00)`. A window is named by its bounds, so
@@ -67,8 +68,6 @@ class Schedule:
     days: frozenset[int]
     months: frozenset[int]
     weekdays: frozenset[int]  # 0 = Monday, as `datetime.weekday()`
-    any_day: bool
-    any_weekday: bool
 
     @classmethod
     def parse(cls, expression: str) -> Schedule:
@@ -91,17 +90,12 @@ class Schedule:
             days=frozenset(values[3]),
             months=frozenset(values[4]),
             weekdays=frozenset((d - 1) % 7 for d in sunday_first),
-            any_day=parts[3] in ("*", "?"),
-            any_weekday=parts[5] in ("*", "?"),
         )
 
     def _runs_on(self, day: datetime) -> bool:
         if day.month not in self.months:
             return False
-        on_day, on_weekday = day.day in self.days, day.weekday() in self.weekdays
-        if self.any_day or self.any_weekday:
-            return on_day and on_weekday
-        return on_day or on_weekday
+        return day.day in self.days and day.weekday() in self.weekdays
 
     def _times_of(self, day: datetime, *, reverse: bool) -> Iterator[datetime]:
         hours = reversed(self.hours) if reverse else self.hours

@@ -22,9 +22,10 @@ class LogStore(Protocol):
 
     description: str
 
-    async def put(self, name: str, data: bytes, content_type: str | None = None) -> None:
+    async def put(self, name: str, data: bytes, content_type: str | None = None) -> str | None:
         """Write `data` under `name`, replacing what was there (so retries never duplicate);
-        `content_type` is what a browser is told when it opens the blob."""
+        `content_type` is what a browser is told when it opens the blob. Returns the new
+        version's ETag when the store has ETags."""
         ...
 
     async def list(self, prefix: str) -> list[str]:
@@ -47,8 +48,9 @@ class LocalStore:
         self.root = Path(root) / container
         self.description = f"local folder {self.root}"
 
-    async def put(self, name: str, data: bytes, content_type: str | None = None) -> None:
+    async def put(self, name: str, data: bytes, content_type: str | None = None) -> str | None:
         await asyncio.to_thread(_write_atomically, self._path(name), data)
+        return None
 
     def _path(self, name: str) -> Path:
         if name.startswith("/") or ".." in name.split("/"):
@@ -111,23 +113,25 @@ class BlobStore:
                 )
         return self._client
 
-    async def put(self, name: str, data: bytes, content_type: str | None = None) -> None:
+    async def put(self, name: str, data: bytes, content_type: str | None = None) -> str | None:
         from azure.core.exceptions import ResourceExistsError, ResourceNotFoundError
         from azure.storage.blob import ContentSettings
 
-        container = self._container()
+        blob = self._container().get_blob_client(name)
         settings = ContentSettings(content_type=content_type) if content_type else None
         try:
-            await container.upload_blob(name, data, overwrite=True, content_settings=settings)
+            result = await blob.upload_blob(data, overwrite=True, content_settings=settings)
         except ResourceNotFoundError:
             if self._created:
                 raise
             try:
-                await container.create_container()
+                await self._container().create_container()
             except ResourceExistsError:
                 pass
             self._created = True
-            await container.upload_blob(name, data, overwrite=True, content_settings=settings)
+            result = await blob.upload_blob(data, overwrite=True, content_settings=settings)
+        etag = result.get("etag")
+        return str(etag) if etag else None
 
     async def list(self, prefix: str) -> list[str]:
         from azure.core.exceptions import ResourceNotFoundError

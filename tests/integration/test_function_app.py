@@ -47,7 +47,7 @@ def functions() -> dict[str, Any]:
 
 def test_every_function_is_indexed_with_its_bindings() -> None:
     indexed = functions()
-    assert set(indexed) == set(EXPECTED) | {"drift_monitor"}
+    assert set(indexed) == set(EXPECTED) | {"drift_monitor", "retrain_request"}
     for name, (route, methods, auth_level) in EXPECTED.items():
         function_json = json.loads(indexed[name].get_function_json())
         trigger, output = function_json["bindings"]
@@ -254,6 +254,20 @@ def test_the_drift_timer_is_indexed_with_its_schedule_setting() -> None:
             "schedule": "%LLMOPS_DRIFT_SCHEDULE%",
             "runOnStartup": False,
             "useMonitor": True,
+        }
+    ]
+
+
+def test_the_retraining_trigger_is_an_event_grid_blob_trigger() -> None:
+    function_json = json.loads(functions()["retrain_request"].get_function_json())
+    assert function_json["bindings"] == [
+        {
+            "direction": "IN",
+            "type": "blobTrigger",
+            "name": "blob",
+            "path": "retrain-requests/{name}",
+            "connection": "AzureWebJobsStorage",
+            "source": "EventGrid",
         }
     ]
 

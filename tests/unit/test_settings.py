@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import re
 
 import pytest
 
@@ -94,3 +95,24 @@ def test_bad_key_entry_is_not_echoed() -> None:
     with pytest.raises(SettingsError) as raised:
         Settings.from_env({"LLMOPS_API_KEYS": "ok=k,sk-leaked-value"})
     assert "sk-leaked-value" not in str(raised.value)
+
+
+@pytest.mark.parametrize(
+    ("raw", "message"),
+    [
+        ("model=ks", "model is categorical; ks needs numbers"),
+        ("latency=ks", "no feature 'latency' to override"),
+        ("prompt_text=ks", "no feature 'prompt_text' to override"),
+        ("latency_ms=magic", "is not 'feature=method[:threshold]'"),
+    ],
+)
+def test_drift_test_overrides_are_checked_at_start_up(raw: str, message: str) -> None:
+    with pytest.raises(SettingsError, match=re.escape(message)):
+        Settings.from_env({"LLMOPS_DRIFT_TESTS": raw})
+
+
+def test_drift_test_overrides_parse() -> None:
+    settings = Settings.from_env(
+        {"LLMOPS_DRIFT_TESTS": "latency_ms=ks:0.01,consumer=jensenshannon"}
+    )
+    assert settings.drift.tests == {"latency_ms": ("ks", 0.01), "consumer": ("jensenshannon", None)}

@@ -1,0 +1,1 @@
+"""Retraining: requests in Blob Storage start Databricks jobs (see docs/retraining.md)."""

@@ -1,0 +1,187 @@
+"""Databricks Jobs through `databricks-sdk`: start a run idempotently, read its state.
+
+Authentication is the SDK's unified auth: `DATABRICKS_HOST` with `DATABRICKS_TOKEN`, or, with
+no token, whatever the SDK finds (Azure managed identity with `ARM_USE_MSI=true` and
+`ARM_CLIENT_ID`, the Azure CLI, ...). The SDK is imported on first use (~1.6 s).
+
+Faults: the SDK itself retries 429/503 (honouring `Retry-After`) and connection errors until
+its retry timeout (`LLMOPS_RETRAIN_TIMEOUT_S`); `run_now` below retries what is still
+transient (429, 5xx, timeouts, connection errors) up to `LLMOPS_RETRAIN_ATTEMPTS` times with
+backoff, then raises `TransientJobError`. A client error (unknown job, bad credentials, bad
+parameters) raises `JobRejected` at once: retrying would not help.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from llmops.settings import RetrainSettings
+
+if TYPE_CHECKING:
+    from databricks.sdk import WorkspaceClient
+
+log = logging.getLogger("llmops.retrain")
+T = TypeVar("T")
+_TRANSIENT_STATUS = {408, 429, 500, 502, 503, 504}
+
+
+class JobRejected(Exception):
+    """Databricks refused the request (4xx): the message is Databricks' own."""
+
+
+class TransientJobError(Exception):
+    """Databricks could not be reached or kept failing with 429/5xx: try again later."""
+
+
+@dataclass(frozen=True)
+class RunState:
+    """What Databricks says about a run."""
+
+    run_id: int
+    run_page_url: str | None
+    life_cycle_state: str | None
+    result_state: str | None
+    state_message: str | None
+
+    def describe(self) -> dict[str, Any]:
+        """The state as JSON-ready fields."""
+        return {
+            "life_cycle_state": self.life_cycle_state,
+            "result_state": self.result_state,
+            "state_message": self.state_message,
+        }
+
+
+class DatabricksJobs:
+    """The two Jobs API calls the trigger needs, with the retry policy above."""
+
+    def __init__(
+        self,
+        settings: RetrainSettings,
+        *,
+        client: WorkspaceClient | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self.settings = settings
+        self._client = client
+        self._sleep = sleep
+
+    def client(self) -> WorkspaceClient:
+        """The SDK client, built on first use."""
+        if self._client is None:
+            from databricks.sdk import WorkspaceClient
+
+            timeout = int(self.settings.timeout_s)
+            options: dict[str, Any] = {
+                "host": self.settings.databricks_host,
+                "http_timeout_seconds": timeout,
+                "retry_timeout_seconds": timeout,
+            }
+            if self.settings.databricks_token:
+                options.update(token=self.settings.databricks_token, auth_type="pat")
+            self._client = WorkspaceClient(**options)
+        return self._client
+
+    def run_now(self, job_id: int, parameters: dict[str, str], idempotency_token: str) -> int:
+        """Start the job (or find the run this token already started); its run id."""
+
+        def call() -> int:
+            waiter = self.client().jobs.run_now(
+                job_id=job_id, job_parameters=parameters, idempotency_token=idempotency_token
+            )
+            return int(waiter.run_id)
+
+        return self._retried(call)
+
+    def get_run(self, run_id: int) -> RunState:
+        """The run's page and state."""
+
+        def call() -> RunState:
+            run = self.client().jobs.get_run(run_id)
+            state = run.state
+            status = getattr(run, "status", None)
+            life_cycle = state.life_cycle_state.value if state and state.life_cycle_state else None
+            result = state.result_state.value if state and state.result_state else None
+            if life_cycle is None and status is not None and status.state is not None:
+                life_cycle = status.state.value
+            return RunState(
+                run_id=int(run.run_id or run_id),
+                run_page_url=run.run_page_url,
+                life_cycle_state=life_cycle,
+                result_state=result,
+                state_message=state.state_message if state else None,
+            )
+
+        return self._retried(call)
+
+    def _retried(self, call: Callable[[], T]) -> T:
+        attempts = self.settings.attempts
+        for attempt in range(1, attempts + 1):
+            try:
+                return call()
+            except Exception as exc:
+                kind = classify(exc)
+                if kind == "rejected":
+                    raise JobRejected(_message(exc)) from exc
+                if attempt == attempts:
+                    raise TransientJobError(
+                        f"Databricks failed {attempts} times: {_message(exc)}"
+                    ) from exc
+                wait = min(2.0 ** (attempt - 1), 30.0)
+                log.warning(
+                    "Databricks call failed (%s), retry %d of %d in %.0f s",
+                    _message(exc),
+                    attempt,
+                    attempts - 1,
+                    wait,
+                )
+                self._sleep(wait)
+        raise AssertionError("unreachable")
+
+
+def classify(exc: BaseException) -> str:
+    """`transient` (429, 5xx, timeouts, connection errors) or `rejected` (any other error)."""
+    import requests
+    from databricks.sdk.errors.base import DatabricksError
+
+    if isinstance(exc, TimeoutError | requests.ConnectionError | requests.Timeout):
+        return "transient"
+    if isinstance(exc, DatabricksError):
+        status = _status_of(exc)
+        if status is None or status in _TRANSIENT_STATUS:
+            return "transient"
+        return "rejected"
+    if isinstance(exc, ValueError):  # the SDK's own configuration errors (no host, no auth)
+        return "rejected"
+    return "transient"
+
+
+def _status_of(exc: BaseException) -> int | None:
+    from databricks.sdk import errors
+
+    transient = (
+        errors.TooManyRequests,
+        errors.TemporarilyUnavailable,
+        errors.InternalError,
+        errors.DeadlineExceeded,
+        errors.RequestLimitExceeded,
+        errors.ResourceExhausted,
+        errors.Unknown,
+        errors.DataLoss,
+    )
+    if isinstance(exc, transient):
+        return 503
+    response = getattr(exc, "_response", None) or getattr(exc, "response", None)
+    status = getattr(response, "status_code", None)
+    if isinstance(status, int):
+        return status
+    return 400
+
+
+def _message(exc: BaseException) -> str:
+    text = str(exc).strip() or type(exc).__name__
+    return f"{type(exc).__name__}: {text}"[:500]
