@@ -54,7 +54,16 @@ def main(argv: list[str] | None = None) -> int:
     submit.add_argument("--name", help="blob name (default: the file's name)")
     status = retrain_actions.add_parser("status", help="refresh retrain-runs/NAME.json")
     status.add_argument("name")
-    for command in (drift, simulate, submit, status):
+    registry = commands.add_parser("registry", help="MLflow registry aliases the gateway serves")
+    registry_actions = registry.add_subparsers(dest="action", required=True)
+    promote = registry_actions.add_parser(
+        "promote", help="point an alias (default champion) at a model or prompt version"
+    )
+    promote.add_argument("name")
+    promote.add_argument("version")
+    promote.add_argument("--alias", default="champion")
+    promote.add_argument("--prompt", action="store_true", help="NAME is a registered prompt")
+    for command in (drift, simulate, submit, status, promote):
         command.add_argument("--log-level", default="warning", choices=_LEVELS)
     args = parser.parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
@@ -67,6 +76,8 @@ def main(argv: list[str] | None = None) -> int:
         return _drift(settings, args)
     if args.command == "simulate":
         return _simulate(settings, args)
+    if args.command == "registry":
+        return _promote(settings, args)
     if args.command == "retrain":
         from llmops.retrain.run import run_cli
 
@@ -153,6 +164,17 @@ def _serve(settings: Settings, host: str, port: int, log_level: str) -> int:
         server_header=False,
         timeout_graceful_shutdown=10,
     )
+    return 0
+
+
+def _promote(settings: Settings, args: argparse.Namespace) -> int:
+    from llmops.registry.promote import promote
+
+    try:
+        print(promote(settings, args.name, args.version, args.alias, prompt=args.prompt))
+    except Exception as exc:  # MLflow's own errors say what is missing
+        print(f"llmops registry promote: {exc}", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -85,6 +85,9 @@ RETRAIN_ATTEMPTS = "LLMOPS_RETRAIN_ATTEMPTS"  # tries per invocation on 429/5xx/
 RETRAIN_TIMEOUT_S = "LLMOPS_RETRAIN_TIMEOUT_S"  # per Databricks request
 DATABRICKS_HOST = "DATABRICKS_HOST"  # https://adb-....azuredatabricks.net
 DATABRICKS_TOKEN = "DATABRICKS_TOKEN"  # a PAT; unset: the SDK's other auth (managed identity)
+# Registry-driven serving (llmops/registry)
+REGISTRY_MODELS = "LLMOPS_REGISTRY_MODELS"  # "public=models:/name@alias,other=prompts:/n@a"
+REGISTRY_TTL_S = "LLMOPS_REGISTRY_TTL_S"  # seconds a resolution is served before a refresh
 
 DEFAULT_AZURE_API_VERSION = "2024-10-21"
 # Azure's front end cuts an HTTP request at 230 s; every call, retries included, ends before.
@@ -305,6 +308,40 @@ class DriftSettings:
 
 
 @dataclass(frozen=True)
+class RegistryBinding:
+    """A public model name served from an MLflow registry alias."""
+
+    public: str
+    kind: Literal["model", "prompt"]
+    name: str
+    alias: str
+
+    @property
+    def uri(self) -> str:
+        """`models:/<name>@<alias>` or `prompts:/<name>@<alias>`."""
+        return f"{self.kind}s:/{self.name}@{self.alias}"
+
+
+def parse_registry_models(raw: str) -> dict[str, RegistryBinding]:
+    """Parse `public=models:/name@alias` and `public=prompts:/name@alias` pairs."""
+    bindings: dict[str, RegistryBinding] = {}
+    for item in _items(raw):
+        public, sep, uri = (part.strip() for part in item.partition("="))
+        scheme, _, rest = uri.partition(":/")
+        name, at, alias = rest.partition("@")
+        if not sep or not public or scheme not in ("models", "prompts") or not at:
+            raise SettingsError(
+                f"{REGISTRY_MODELS}: {item!r} is not 'public=models:/NAME@ALIAS' "
+                "or 'public=prompts:/NAME@ALIAS'"
+            )
+        if not name.strip("/") or not alias:
+            raise SettingsError(f"{REGISTRY_MODELS}: {item!r} needs a name and an alias")
+        kind: Literal["model", "prompt"] = "model" if scheme == "models" else "prompt"
+        bindings[public] = RegistryBinding(public, kind, name.strip("/"), alias)
+    return bindings
+
+
+@dataclass(frozen=True)
 class RetrainSettings:
     """The retraining trigger's Databricks job and how hard it tries (see docs/retraining.md)."""
 
@@ -375,6 +412,8 @@ class Settings:
     traces: TraceSettings = field(default_factory=TraceSettings)
     drift: DriftSettings = field(default_factory=DriftSettings)
     retrain: RetrainSettings = field(default_factory=RetrainSettings)
+    registry_models: Mapping[str, RegistryBinding] = field(default_factory=dict)
+    registry_ttl_s: float = 60.0
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -444,6 +483,8 @@ class Settings:
             traces=TraceSettings.from_env(env),
             drift=DriftSettings.from_env(env),
             retrain=RetrainSettings.from_env(env),
+            registry_models=parse_registry_models(text(REGISTRY_MODELS) or ""),
+            registry_ttl_s=_number(env, REGISTRY_TTL_S, 60.0, minimum=0.0),
         )
 
     @property
@@ -470,7 +511,8 @@ class Settings:
             "target": target,
             "upstream_auth": auth,
             "api_version": self.azure_api_version if self.upstream == "azure" else None,
-            "models": sorted(self.model_map),
+            "models": sorted({*self.model_map, *self.registry_models}),
+            "registry": {b.public: b.uri for b in self.registry_models.values()},
             "model_map": "configured" if self.model_map else "pass-through",
             "consumers": len(self.api_keys),
             "request_log": {

@@ -66,7 +66,9 @@ class GatewayHandlers:
             return _error(exc, request_id)
         data = [
             {"id": name, "object": "model", "created": 0, "owned_by": "llmops-gateway"}
-            for name in sorted(self.gateway.settings.model_map)
+            for name in sorted(
+                {*self.gateway.settings.model_map, *self.gateway.settings.registry_models}
+            )
         ]
         return _json({"object": "list", "data": data}, 200, request_id)
 

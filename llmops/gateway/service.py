@@ -34,6 +34,7 @@ from llmops.settings import Settings
 
 if TYPE_CHECKING:
     from llmops.logs.writer import RequestLogWriter
+    from llmops.registry.resolver import RegistryResolver
 
 log = logging.getLogger("llmops.gateway")
 
@@ -75,6 +76,7 @@ class CallInfo:
     chunks: list[bytes] = field(default_factory=list)
     first_byte: float | None = None  # monotonic: the answer's first byte from the upstream
     done: float | None = None  # monotonic: the answer's last byte went to the client
+    registry: dict[str, Any] | None = None  # the registry version that served the call
 
     def fail(self, error: GatewayError) -> None:
         """Record the error the client gets."""
@@ -121,6 +123,11 @@ class Gateway:
         if request_log == "auto":
             request_log = build_request_log(settings) if settings.logs.enabled else None
         self.request_log = request_log
+        self.registry: RegistryResolver | None = None
+        if settings.registry_models:
+            from llmops.registry.resolver import RegistryResolver
+
+            self.registry = RegistryResolver(settings)
 
     def finish(self, info: CallInfo) -> None:
         """Hand a finished call to the request log (never blocks, never raises)."""
@@ -169,9 +176,19 @@ class Gateway:
         is not retried: the upstream may still be generating (and billing) the answer.
         """
         assert info.model is not None
-        chain = deployment_chain(
-            info.model, self.settings.model_map, self.settings.fallback_deployments
-        )
+        binding = self.registry.binding(info.model) if self.registry is not None else None
+        if self.registry is not None and binding is not None:
+            resolution = await self.registry.resolve(binding)
+            info.registry = resolution.describe()
+            body = resolution.apply(request.body)
+            request = replace(request, body=body, raw=orjson.dumps(body))
+            chain = tuple(
+                dict.fromkeys((resolution.deployment, *self.settings.fallback_deployments))
+            )
+        else:
+            chain = deployment_chain(
+                info.model, self.settings.model_map, self.settings.fallback_deployments
+            )
         deadline = info.started + self.settings.total_timeout_s
         retries_left = self.settings.max_retries
         position = 0
@@ -247,6 +264,8 @@ class Gateway:
                 from llmops.tracing import flush_sinks
 
                 await flush_sinks(self.request_log.sinks, close=True)
+        if self.registry is not None:
+            await self.registry.aclose()
         await self.upstream.aclose()
 
 

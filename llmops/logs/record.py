@@ -100,6 +100,7 @@ def build_record(
         ],
         "request": request,
         "response": response,
+        "registry": info.registry,
         "redaction": redactor.mode,
         "gateway_version": __version__,
         "instance": instance,

@@ -98,6 +98,12 @@ def trace_parts(record: dict[str, Any]) -> TraceParts:
         tags[f"{TAG_PREFIX}parent_span_id"] = str(record["parent_span_id"])
     if error and error.get("code"):
         tags[f"{TAG_PREFIX}error_code"] = str(error["code"])
+    registry = record.get("registry")
+    if isinstance(registry, dict):  # which registered model / prompt version served the call
+        for key in ("name", "version", "alias"):
+            if registry.get(key) is not None:
+                tags[f"{TAG_PREFIX}registry.{key}"] = str(registry[key])
+        attributes[f"{TAG_PREFIX}registry"] = registry
     status = record.get("status") or 0
     failed = error is not None or status >= 400
     return TraceParts(

@@ -1,0 +1,1 @@
+"""Registry-driven serving: public models bound to MLflow registry aliases (docs/registry.md)."""
