@@ -19,6 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from llmops import __version__
 from llmops.settings import RetrainSettings
 
 if TYPE_CHECKING:
@@ -26,7 +27,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("llmops.retrain")
 T = TypeVar("T")
-_TRANSIENT_STATUS = {408, 429, 500, 502, 503, 504}
 
 
 class JobRejected(Exception):
@@ -74,16 +74,21 @@ class DatabricksJobs:
         """The SDK client, built on first use."""
         if self._client is None:
             from databricks.sdk import WorkspaceClient
+            from databricks.sdk.config import Config
 
             timeout = int(self.settings.timeout_s)
             options: dict[str, Any] = {
                 "host": self.settings.databricks_host,
                 "http_timeout_seconds": timeout,
                 "retry_timeout_seconds": timeout,
+                "product": "llmops-gateway",
+                "product_version": __version__,
             }
             if self.settings.databricks_token:
+                # A PAT only: stray DATABRICKS_CLIENT_ID/SECRET in the environment would
+                # otherwise make the SDK refuse "more than one authorization method".
                 options.update(token=self.settings.databricks_token, auth_type="pat")
-            self._client = WorkspaceClient(**options)
+            self._client = WorkspaceClient(config=Config(**options))
         return self._client
 
     def run_now(self, job_id: int, parameters: dict[str, str], idempotency_token: str) -> int:
@@ -144,42 +149,25 @@ class DatabricksJobs:
 
 
 def classify(exc: BaseException) -> str:
-    """`transient` (429, 5xx, timeouts, connection errors) or `rejected` (any other error)."""
-    import requests
-    from databricks.sdk.errors.base import DatabricksError
-
-    if isinstance(exc, TimeoutError | requests.ConnectionError | requests.Timeout):
-        return "transient"
-    if isinstance(exc, DatabricksError):
-        status = _status_of(exc)
-        if status is None or status in _TRANSIENT_STATUS:
-            return "transient"
-        return "rejected"
-    if isinstance(exc, ValueError):  # the SDK's own configuration errors (no host, no auth)
-        return "rejected"
-    return "transient"
-
-
-def _status_of(exc: BaseException) -> int | None:
+    """`rejected` for Databricks' client errors (bad request, unknown job or run, bad
+    credentials) and the SDK's configuration errors; `transient` for the rest: 429 and 5xx
+    (the SDK raises a plain `DatabricksError` for a 502), its `TimeoutError` when its own
+    retries ran out, connection errors."""
     from databricks.sdk import errors
 
-    transient = (
-        errors.TooManyRequests,
-        errors.TemporarilyUnavailable,
-        errors.InternalError,
-        errors.DeadlineExceeded,
-        errors.RequestLimitExceeded,
-        errors.ResourceExhausted,
-        errors.Unknown,
-        errors.DataLoss,
+    rejected = (
+        errors.BadRequest,
+        errors.NotFound,
+        errors.PermissionDenied,
+        errors.Unauthenticated,
+        errors.ResourceConflict,
+        errors.NotImplemented,
     )
-    if isinstance(exc, transient):
-        return 503
-    response = getattr(exc, "_response", None) or getattr(exc, "response", None)
-    status = getattr(response, "status_code", None)
-    if isinstance(status, int):
-        return status
-    return 400
+    if isinstance(exc, rejected):
+        return "rejected"
+    if isinstance(exc, ValueError):  # e.g. no host, or no usable authentication
+        return "rejected"
+    return "transient"
 
 
 def _message(exc: BaseException) -> str:
