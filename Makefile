@@ -4,8 +4,9 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 HOST   ?= 127.0.0.1
 PORT   ?= 7071
+CHECKOV_VENV := .venv-checkov
 
-.PHONY: run test lint unit bench clean
+.PHONY: run test lint lint-infra unit bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -20,6 +21,13 @@ $(VENV)/.dev-installed: $(VENV)/.run-installed requirements-dev.txt
 	$(BIN)/pip install --quiet -r requirements-dev.txt
 	touch $@
 
+# checkov (`make lint-infra`) pins many packages: its own virtual environment, never requirements-dev.txt.
+$(CHECKOV_VENV)/.installed: infra/requirements-lint.txt
+	$(PYTHON) -m venv $(CHECKOV_VENV)
+	$(CHECKOV_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(CHECKOV_VENV)/bin/pip install --quiet -r infra/requirements-lint.txt
+	touch $@
+
 node_modules/.installed: package.json package-lock.json
 	npm ci --no-audit --no-fund --silent
 	touch $@
@@ -32,7 +40,11 @@ lint: $(VENV)/.dev-installed
 	$(BIN)/ruff format --check llmops
 	$(BIN)/mypy
 
-test: $(VENV)/.dev-installed node_modules/.installed lint
+# Bicep under infra/: checkov parses and scans it offline; parse errors fail too (infra/lint.py).
+lint-infra: $(CHECKOV_VENV)/.installed
+	$(CHECKOV_VENV)/bin/python infra/lint.py
+
+test: $(VENV)/.dev-installed node_modules/.installed lint lint-infra
 	$(BIN)/python -m pytest -q
 
 unit: $(VENV)/.dev-installed
@@ -42,4 +54,4 @@ bench: $(VENV)/.dev-installed
 	$(BIN)/python bench/gateway_overhead.py
 
 clean:
-	rm -rf $(VENV) node_modules .mypy_cache .ruff_cache .pytest_cache
+	rm -rf $(VENV) $(CHECKOV_VENV) node_modules .mypy_cache .ruff_cache .pytest_cache

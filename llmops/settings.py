@@ -459,6 +459,12 @@ class Settings:
                 f"{TOTAL_TIMEOUT_S}={total_timeout:g} must be below Azure's "
                 f"{AZURE_HTTP_LIMIT_S:g} s HTTP limit"
             )
+        for secret in (API_KEYS, AZURE_OPENAI_API_KEY, DATABRICKS_TOKEN, REDACT_SALT):
+            if (text(secret) or "").startswith("@Microsoft.KeyVault("):
+                raise SettingsError(
+                    f"{secret} is an unresolved Key Vault reference: grant the app's identity "
+                    "'Key Vault Secrets User' and check the secret URI"
+                )
         return cls(
             upstream=upstream,
             upstream_explicit=explicit is not None,

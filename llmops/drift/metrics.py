@@ -3,8 +3,13 @@
 All are gauges, recorded once per analysed window (no window attribute: one series each, so a
 long-running process does not pile up series; the report id is in the report):
 - `llmops.drift.detected`: 1 when the dataset drifted, else 0.
-- `llmops.drift.score`: per feature (`feature`, `method`, `drifted` = "true"/"false");
-  a p-value, a distance or a ROC AUC as the feature's method gives it (see docs/drift.md).
+- `llmops.drift.score`: per feature (`feature`): a p-value, a distance or a ROC AUC as the
+  feature's method gives it (the method is in the report; see docs/drift.md).
+- `llmops.drift.feature_drifted`: per feature (`feature`): 1 when it drifted, else 0.
+
+The SDK re-exports a gauge's last value at every export while the process lives, so an
+attribute that changes between runs (a verdict, a method) would leave stale series behind
+that keep an alert firing; only the feature names the series.
 - `llmops.drift.error_rate`, `llmops.drift.content_filter_rate`: shares of the current
   window's calls (0..1).
 - `llmops.drift.latency_p95_ms`: the current window's 95th percentile call latency.
@@ -31,6 +36,9 @@ class DriftMetrics:
         self.score = meter.create_gauge(
             "llmops.drift.score", description="Per-feature drift score (see method)"
         )
+        self.feature_drifted = meter.create_gauge(
+            "llmops.drift.feature_drifted", description="1 when the feature drifted in the window"
+        )
         self.error_rate = meter.create_gauge(
             "llmops.drift.error_rate", description="Share of failed calls in the window"
         )
@@ -48,14 +56,9 @@ class DriftMetrics:
         for feature in report["features"]:
             if feature["score"] is None:
                 continue
-            self.score.set(
-                float(feature["score"]),
-                {
-                    "feature": feature["name"],
-                    "method": feature["method"],
-                    "drifted": "true" if feature["drift"] else "false",
-                },
-            )
+            name = {"feature": feature["name"]}
+            self.score.set(float(feature["score"]), name)
+            self.feature_drifted.set(1 if feature["drift"] else 0, name)
         rates = report["rates"]
         for gauge, key in (
             (self.error_rate, "error_rate"),

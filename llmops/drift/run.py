@@ -64,15 +64,9 @@ def _last_run(schedule_status: Mapping[str, Any] | None) -> datetime | None:
 
 def _flush_metrics() -> None:
     """Export the gauges now: a Functions instance may be frozen right after the run."""
-    from opentelemetry import metrics
+    from llmops.tracing.metrics import flush_meters
 
-    provider = metrics.get_meter_provider()
-    flush = getattr(provider, "force_flush", None)
-    if callable(flush):
-        try:
-            flush(10_000)
-        except Exception:
-            log.warning("drift metrics could not be flushed", exc_info=True)
+    flush_meters()
 
 
 async def run_cli(

@@ -19,12 +19,17 @@ from llmops.settings import Settings
 async def handle_blob(name: str, data: bytes, properties: Mapping[str, Any]) -> dict[str, Any]:
     """What the blob trigger runs for one request blob."""
     from llmops.retrain.trigger import RetrainTrigger
+    from llmops.tracing.metrics import build_meter, flush_meters
 
-    trigger = RetrainTrigger(Settings.from_env())
+    settings = Settings.from_env()
+    meter = build_meter(settings.traces) if settings.traces.metrics else None
+    trigger = RetrainTrigger(settings, meter=meter)
     try:
         return await trigger.handle(name, data, blob_etag(properties))
     finally:
         await trigger.aclose()
+        if meter is not None:
+            flush_meters()
 
 
 def blob_etag(properties: Mapping[str, Any]) -> str | None:

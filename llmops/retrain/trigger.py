@@ -22,7 +22,7 @@ import asyncio
 import hashlib
 import logging
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
@@ -30,6 +30,9 @@ from llmops.logs.store import LogStore, store_for
 from llmops.retrain.jobs import DatabricksJobs, JobRejected, TransientJobError
 from llmops.retrain.request import RequestRejected, parse_request
 from llmops.settings import RETRAIN_REQUESTS_CONTAINER, RETRAIN_RUNS_CONTAINER, Settings
+
+if TYPE_CHECKING:
+    from opentelemetry.metrics import Meter
 
 log = logging.getLogger("llmops.retrain")
 RUN_SCHEMA = "llmops.retrain_run"
@@ -59,11 +62,22 @@ class RetrainTrigger:
         jobs: DatabricksJobs | None = None,
         request_store: LogStore | None = None,
         run_store: LogStore | None = None,
+        meter: Meter | None = None,
     ) -> None:
         self.settings = settings
         self.jobs = jobs or DatabricksJobs(settings.retrain)
         self.request_store = request_store or store_for(settings.logs, RETRAIN_REQUESTS_CONTAINER)
         self.run_store = run_store or store_for(settings.logs, RETRAIN_RUNS_CONTAINER)
+        # `llmops.retrain.failures` {reason: rejected | not_configured | failed | retrying}
+        self._failures = (
+            meter.create_counter(
+                "llmops.retrain.failures",
+                unit="{request}",
+                description="Retraining requests that did not start a run, by outcome",
+            )
+            if meter is not None
+            else None
+        )
 
     async def aclose(self) -> None:
         """Release the stores' connections."""
@@ -155,6 +169,8 @@ class RetrainTrigger:
     ) -> dict[str, Any]:
         record["state"] = state
         record["reason"] = reason
+        if state != "started" and self._failures is not None:
+            self._failures.add(1, {"reason": state})
         await self._put(name, record)
         level = logging.INFO if state == "started" else logging.WARNING
         log.log(level, "retraining request %s: %s%s", name, state, f" ({reason})" if reason else "")

@@ -238,3 +238,16 @@ class DeferredMetricsSink:
 
 def _text(value: Any) -> str:
     return _NONE if value is None else str(value)
+
+
+def flush_meters(timeout_ms: int = 10_000) -> None:
+    """Export what the process's meters hold now: a Functions instance may be frozen right
+    after an invocation. Never raises."""
+    from opentelemetry import metrics
+
+    flush = getattr(metrics.get_meter_provider(), "force_flush", None)
+    if callable(flush):
+        try:
+            flush(timeout_ms)
+        except Exception:
+            log.warning("metrics could not be flushed", exc_info=True)

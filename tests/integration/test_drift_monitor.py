@@ -218,8 +218,12 @@ def test_gauges_for_the_alert_rules(tmp_path: Path) -> None:
     assert [p.value for p in points["llmops.drift.detected"]] == [1]
     scores = {p.attributes["feature"]: p for p in points["llmops.drift.score"]}
     assert set(scores) == {f["name"] for f in result.report["features"] if f["score"] is not None}
-    assert scores["latency_ms"].attributes["drifted"] == "true"
-    assert scores["latency_ms"].attributes["method"] == "ks"  # 60 current calls: a p-value test
+    assert dict(scores["latency_ms"].attributes) == {"feature": "latency_ms"}  # nothing stale
+    drifted = {p.attributes["feature"]: p.value for p in points["llmops.drift.feature_drifted"]}
+    assert drifted["latency_ms"] == 1
+    assert drifted == {
+        f["name"]: int(f["drift"]) for f in result.report["features"] if f["score"] is not None
+    }
     assert scores["latency_ms"].value == pytest.approx(
         next(f["score"] for f in result.report["features"] if f["name"] == "latency_ms")
     )

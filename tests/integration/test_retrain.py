@@ -237,3 +237,41 @@ def test_cli_submit_then_status(
     assert refreshed["databricks"]["result_state"] == "SUCCESS"
     stored = json.loads((tmp_path / "store" / "retrain-runs" / "manual.json.json").read_text())
     assert stored["databricks"]["result_state"] == "SUCCESS"
+
+
+def test_failures_are_counted_for_the_alert_rule(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`llmops.retrain.failures` {reason}, which infra's alert rule watches."""
+    from opentelemetry.sdk.metrics import MeterProvider
+    from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+
+    from llmops.retrain.trigger import RetrainTrigger
+    from llmops.settings import Settings
+
+    monkeypatch.delenv("LLMOPS_RETRAIN_JOB_ID", raising=False)
+    reader = InMemoryMetricReader()
+    trigger = RetrainTrigger(
+        Settings.from_env(), meter=MeterProvider(metric_readers=[reader]).get_meter("test")
+    )
+
+    async def go() -> None:
+        await trigger.handle("bad.json", b"{oops", None)
+        await trigger.handle("good.json", json.dumps(REQUEST).encode(), None)  # no job set
+        await trigger.aclose()
+
+    asyncio.run(go())
+    data = reader.get_metrics_data()
+    assert data is not None
+    points = [
+        (dict(point.attributes), point.value)
+        for resource in data.resource_metrics
+        for scope in resource.scope_metrics
+        for metric in scope.metrics
+        if metric.name == "llmops.retrain.failures"
+        for point in metric.data.data_points
+    ]
+    assert sorted(points, key=str) == [
+        ({"reason": "not_configured"}, 1),
+        ({"reason": "rejected"}, 1),
+    ]

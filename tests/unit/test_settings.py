@@ -116,3 +116,9 @@ def test_drift_test_overrides_parse() -> None:
         {"LLMOPS_DRIFT_TESTS": "latency_ms=ks:0.01,consumer=jensenshannon"}
     )
     assert settings.drift.tests == {"latency_ms": ("ks", 0.01), "consumer": ("jensenshannon", None)}
+
+
+def test_an_unresolved_key_vault_reference_is_refused_not_used_as_a_key() -> None:
+    reference = "@Microsoft.KeyVault(SecretUri=https://kv.vault.azure.net/secrets/keys)"
+    with pytest.raises(SettingsError, match="unresolved Key Vault reference"):
+        Settings.from_env({"LLMOPS_API_KEYS": reference})
