@@ -5,7 +5,6 @@ moves the alias; the gateway serves version 2 within the TTL, without a restart.
 from __future__ import annotations
 
 import json
-import os
 import time
 from pathlib import Path
 from typing import Any
@@ -112,7 +111,7 @@ class FakeMlflowRegistry:
         registry = self
 
         class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:  # noqa: N802 (the http.server API)
+            def do_GET(self) -> None:
                 registry.calls += 1
                 if registry.down or "/registered-models/alias" not in self.path:
                     self.send_response(503)
