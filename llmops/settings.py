@@ -284,9 +284,13 @@ class DriftSettings:
                     f"{DRIFT_TESTS}: {feature} is categorical; {method} needs numbers "
                     "(use chisquare, z or jensenshannon)"
                 )
-        experiment = text(DRIFT_EXPERIMENT) or DEFAULT_DRIFT_EXPERIMENT
         uri = text(MLFLOW_TRACKING_URI) or ""
-        if uri.startswith("databricks") and not experiment.startswith("/"):
+        on_databricks = uri.startswith("databricks")
+        default = (
+            f"/Shared/{DEFAULT_DRIFT_EXPERIMENT}" if on_databricks else DEFAULT_DRIFT_EXPERIMENT
+        )
+        experiment = text(DRIFT_EXPERIMENT) or default
+        if on_databricks and not experiment.startswith("/"):
             raise SettingsError(
                 f"{DRIFT_EXPERIMENT}={experiment!r}: on Databricks an experiment is an "
                 "absolute workspace path, e.g. /Shared/llmops-drift"

@@ -122,3 +122,18 @@ def test_an_unresolved_key_vault_reference_is_refused_not_used_as_a_key() -> Non
     reference = "@Microsoft.KeyVault(SecretUri=https://kv.vault.azure.net/secrets/keys)"
     with pytest.raises(SettingsError, match="unresolved Key Vault reference"):
         Settings.from_env({"LLMOPS_API_KEYS": reference})
+
+
+def test_the_drift_experiment_defaults_to_a_workspace_path_on_databricks() -> None:
+    settings = Settings.from_env(
+        {"MLFLOW_TRACKING_URI": "databricks", "MLFLOW_EXPERIMENT_NAME": "/Shared/gw"}
+    )
+    assert settings.drift.experiment_name == "/Shared/llmops-drift"
+    with pytest.raises(SettingsError, match="absolute workspace path"):
+        Settings.from_env(
+            {
+                "MLFLOW_TRACKING_URI": "databricks",
+                "MLFLOW_EXPERIMENT_NAME": "/Shared/gw",
+                "LLMOPS_DRIFT_EXPERIMENT": "llmops-drift",
+            }
+        )
