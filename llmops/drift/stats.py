@@ -144,7 +144,9 @@ def _two_proportion_p(ref: FloatArray, cur: FloatArray) -> float:
 def _jensenshannon(ref_share: FloatArray, cur_share: FloatArray) -> float:
     from scipy.spatial import distance
 
-    return float(distance.jensenshannon(ref_share, cur_share, base=2))
+    # Natural logarithm, as Evidently computes it (`base=None`): its 0.1 threshold is meant
+    # for that scale; in base 2 the same distributions score x1.2 (1/sqrt(ln 2)).
+    return float(distance.jensenshannon(ref_share, cur_share))
 
 
 def _histogram_shares(reference: FloatArray, current: FloatArray) -> tuple[FloatArray, FloatArray]:

@@ -249,19 +249,20 @@ def test_z_one_different_value_in_each_window_is_drift() -> None:
 # Jensen-Shannon (categorical and binned numeric, reference > 1000)
 
 
-def test_jensenshannon_identical_shares_is_zero_disjoint_is_one() -> None:
+def test_jensenshannon_identical_shares_is_zero_disjoint_is_sqrt_ln2() -> None:
+    # Natural logarithm, as Evidently computes it: disjoint supports score sqrt(ln 2) ~ 0.833.
     same = compare_categorical({"a": 30, "b": 70}, {"a": 300, "b": 700}, "jensenshannon")
     assert same.score == pytest.approx(0.0, abs=1e-7)
     assert same.drift is False
     disjoint = compare_categorical({"a": 30, "b": 70}, {"c": 5, "d": 5}, "jensenshannon")
-    assert disjoint.score == pytest.approx(1.0)
+    assert disjoint.score == pytest.approx(float(np.sqrt(np.log(2))))
     assert disjoint.drift is True
 
 
 def test_jensenshannon_known_value() -> None:
-    # P = (1, 0), Q = (1/2, 1/2), M = (3/4, 1/4), base 2:
-    # JSD = (log2(4/3) + (1/2 log2(2/3) + 1/2 log2 2)) / 2
-    expected = (np.log2(4 / 3) + 0.5 * np.log2(2 / 3) + 0.5) / 2
+    # P = (1, 0), Q = (1/2, 1/2), M = (3/4, 1/4), natural log:
+    # JSD = (ln(4/3) + (1/2 ln(2/3) + 1/2 ln 2)) / 2
+    expected = (np.log(4 / 3) + 0.5 * np.log(2 / 3) + 0.5 * np.log(2)) / 2
     result = compare_categorical({"a": 100}, {"a": 50, "b": 50}, "jensenshannon")
     assert result.score == pytest.approx(float(np.sqrt(expected)))
 
@@ -285,10 +286,10 @@ def test_jensenshannon_bins_a_numeric_feature_with_many_values() -> None:
         assert shifted.drift is True and shifted.score > 0.3
 
 
-def test_jensenshannon_binned_disjoint_ranges_is_one() -> None:
+def test_jensenshannon_binned_disjoint_ranges_is_sqrt_ln2() -> None:
     reference = np.arange(100, dtype=float)
     result = compare_numeric(reference, reference + 1000.0, "jensenshannon")
-    assert result.score == pytest.approx(1.0)
+    assert result.score == pytest.approx(float(np.sqrt(np.log(2))))
 
 
 def test_jensenshannon_numeric_with_few_values_counts_each_value() -> None:
