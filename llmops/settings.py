@@ -74,6 +74,7 @@ DRIFT_MIN_SAMPLES = "LLMOPS_DRIFT_MIN_SAMPLES"  # fewer values in a window: "not
 DRIFT_TESTS = "LLMOPS_DRIFT_TESTS"  # per-feature overrides "feature=method[:threshold],..."
 DRIFT_TEXT_SAMPLE = "LLMOPS_DRIFT_TEXT_SAMPLE"  # prompts per window for the text classifier
 DRIFT_MAX_ROWS = "LLMOPS_DRIFT_MAX_ROWS"  # values kept per feature and window (then sampled)
+DRIFT_WORKERS = "LLMOPS_DRIFT_WORKERS"  # processes reading the windows; 0 = one per CPU (max 4)
 DRIFT_CATCHUP = "LLMOPS_DRIFT_CATCHUP"  # most missed windows a past-due run computes
 DRIFT_EXPERIMENT = "LLMOPS_DRIFT_EXPERIMENT"  # MLflow experiment of the drift runs
 RETRAIN_AFTER = "LLMOPS_RETRAIN_AFTER"  # consecutive drifted windows before a retrain request
@@ -251,6 +252,7 @@ class DriftSettings:
     tests: Mapping[str, tuple[str, float | None]] = field(default_factory=dict)
     text_sample: int = 5_000
     max_rows: int = 1_000_000
+    workers: int = 0  # 0: one per CPU, at most 4; 1: read in the calling process
     catchup: int = 24
     experiment_name: str = DEFAULT_DRIFT_EXPERIMENT
     retrain_after: int = 2
@@ -304,6 +306,7 @@ class DriftSettings:
             tests=tests,
             text_sample=int(_number(env, DRIFT_TEXT_SAMPLE, 5_000, minimum=0)),
             max_rows=int(_number(env, DRIFT_MAX_ROWS, 1_000_000, minimum=100)),
+            workers=int(_number(env, DRIFT_WORKERS, 0, minimum=0, maximum=64)),
             catchup=int(_number(env, DRIFT_CATCHUP, 24, minimum=1, maximum=10_000)),
             experiment_name=experiment,
             retrain_after=int(_number(env, RETRAIN_AFTER, 2, minimum=1)),

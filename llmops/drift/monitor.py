@@ -27,7 +27,6 @@ import orjson
 from llmops import __version__
 from llmops.drift.features import WindowSample
 from llmops.drift.schedule import Schedule, Window
-from llmops.logs.reader import WindowReader
 from llmops.logs.store import LogStore, store_for
 from llmops.settings import REPORT_CONTAINER, RETRAIN_REQUESTS_CONTAINER, Settings
 
@@ -72,6 +71,7 @@ class DriftMonitor:
     ) -> None:
         self.settings = settings
         self.schedule = Schedule.parse(settings.drift.schedule)
+        self._own_log_store = log_store is None  # worker processes can open the same store
         self.log_store = log_store or store_for(settings.logs)
         self.report_store = report_store or store_for(settings.logs, REPORT_CONTAINER)
         self.request_store = request_store or store_for(settings.logs, RETRAIN_REQUESTS_CONTAINER)
@@ -109,8 +109,7 @@ class DriftMonitor:
         if reference is None:
             reference, kind = self.reference_for(current)
         drift = self.settings.drift
-        ref_sample, ref_read = await self._sample(reference)
-        cur_sample, cur_read = await self._sample(current)
+        (ref_sample, ref_read), (cur_sample, cur_read) = await self._samples(reference, current)
         body = await asyncio.to_thread(
             analyse,
             ref_sample,
@@ -160,21 +159,24 @@ class DriftMonitor:
         )
         return run
 
-    async def _sample(self, window: Window) -> tuple[WindowSample, dict[str, Any]]:
-        drift = self.settings.drift
-        sample = WindowSample(max_rows=drift.max_rows, text_sample=drift.text_sample)
-        reader = WindowReader(self.log_store)
-        add = sample.add
-        async for record in reader.records(window.start, window.end):
-            add(record)
-        stats = reader.stats
-        return sample, {
-            "records": stats.records,
-            "blobs": stats.blobs,
-            "corrupt_lines": stats.corrupt,
-            "unknown_schema": stats.unknown_schema,
-            "duplicates": stats.duplicates,
-        }
+    async def _samples(self, *windows: Window) -> list[tuple[WindowSample, dict[str, Any]]]:
+        from llmops.drift.sampling import sample_windows
+
+        logs = self.settings.logs if self._own_log_store else None
+        found = await sample_windows(list(windows), self.log_store, self.settings.drift, logs)
+        return [
+            (
+                sample,
+                {
+                    "records": stats.records,
+                    "blobs": stats.blobs,
+                    "corrupt_lines": stats.corrupt,
+                    "unknown_schema": stats.unknown_schema,
+                    "duplicates": stats.duplicates,
+                },
+            )
+            for sample, stats in found
+        ]
 
     async def _write_reports(self, run: DriftRun) -> None:
         from llmops.drift.html import render

@@ -14,7 +14,10 @@ from llmops.drift.features import (
     NUMERIC,
     OTHER,
     WindowSample,
+    merge,
 )
+from llmops.drift.records import calls_in
+from llmops.logs.reader import ReadStats
 
 pytestmark = pytest.mark.unit
 
@@ -334,3 +337,83 @@ def test_rate_of_an_empty_window_is_none() -> None:
     sample.add(record())
     sample.add(record())
     assert sample.rate(1) == 0.5
+
+
+# Batches (the hot path) and merging workers' samples
+
+
+def test_a_batch_gives_what_one_by_one_gives() -> None:
+    from llmops.drift.records import call_of
+
+    records = [
+        record(latency_ms=float(i), consumer=f"team-{i % 3}", status=200 + (i % 2) * 300)
+        for i in range(50)
+    ]
+    one_by_one, batch = WindowSample(), WindowSample()
+    for r in records:
+        one_by_one.add(r)
+    batch.add_calls([call_of(r) for r in records])
+    assert values(one_by_one, "latency_ms") == values(batch, "latency_ms")
+    assert one_by_one.categorical == batch.categorical
+    assert (one_by_one.calls, one_by_one.errors) == (batch.calls, batch.errors) == (50, 25)
+
+
+def test_merging_parts_under_the_cap_keeps_every_value() -> None:
+    parts = [WindowSample(seed=n) for n in range(3)]
+    for i in range(300):
+        parts[i % 3].add(record(latency_ms=float(i), consumer=f"team-{i % 7}"))
+    merged = merge(parts)
+    assert sorted(values(merged, "latency_ms")) == [float(i) for i in range(300)]
+    assert merged.seen["latency_ms"] == 300
+    assert merged.calls == 300
+    assert sum(merged.categorical["consumer"].values()) == 300
+    assert len(merged.texts) == 300 and merged.texts_seen == 300
+
+
+def test_merging_reservoirs_draws_in_proportion_to_what_each_part_saw() -> None:
+    small, large = WindowSample(max_rows=1000, seed=1), WindowSample(max_rows=1000, seed=2)
+    for i in range(10_000):
+        small.add({"latency_ms": float(i)})  # 0 .. 9,999
+    for i in range(30_000):
+        large.add({"latency_ms": 100_000.0 + i})  # 100,000 .. 129,999
+    merged = merge([small, large])
+    kept = values(merged, "latency_ms")
+    assert len(kept) == 1000 and len(set(kept)) == 1000
+    assert merged.seen["latency_ms"] == 40_000
+    from_small = sum(v < 100_000 for v in kept)
+    # hypergeometric: mean 250, standard deviation about 12
+    assert 200 < from_small < 300
+
+
+def test_merging_caps_categories_across_parts() -> None:
+    one, two = WindowSample(), WindowSample()
+    for i in range(MAX_CATEGORIES):
+        one.add(record(consumer=f"a-{i}"))
+    for i in range(10):
+        two.add(record(consumer=f"b-{i}"))
+    two.add(record(consumer="a-0"))
+    counts = merge([one, two]).categorical["consumer"]
+    assert counts[OTHER] == 10 and counts["a-0"] == 2
+    assert len(counts) == MAX_CATEGORIES + 1
+
+
+def test_decoding_a_batch_counts_what_it_skips() -> None:
+    import orjson
+
+    good = [
+        record(request_id=f"r{i}", received_at=f"2026-11-22T13:0{i}:00.000000Z") for i in range(3)
+    ]
+    lines = [orjson.dumps(r) for r in good]
+    lines += [
+        orjson.dumps(good[0]),  # a duplicate
+        b"{not json",
+        b"[1, 2]",  # JSON, not an object
+        b"",
+        orjson.dumps({**good[1], "schema_version": 2, "request_id": "x"}),
+        orjson.dumps({**good[1], "request_id": "late", "received_at": "2026-11-22T15:00:00Z"}),
+    ]
+    stats = ReadStats()
+    calls = calls_in(b"\n".join(lines), "2026-11-22T13:00:00", "2026-11-22T14:00:00", set(), stats)
+    assert [c.request_id for c in calls] == ["r0", "r1", "r2"]
+    assert (stats.lines, stats.corrupt, stats.unknown_schema, stats.duplicates) == (8, 2, 1, 1)
+    assert stats.records == 3 and stats.blobs == 1
