@@ -107,8 +107,16 @@ param databricksHost string = ''
 @description('LLMOPS_RETRAIN_JOB_ID: the Databricks job id a retraining request starts.')
 param retrainJobId string = ''
 
-@description('Versionless URI of an existing Key Vault secret holding a Databricks token; empty: the app\'s managed identity signs in to Databricks.')
-param databricksTokenSecretUri string = ''
+@secure()
+@description('DATABRICKS_TOKEN: a Databricks personal access token, stored in the deployed Key Vault. Or use a service principal (the two parameters below).')
+param databricksToken string = ''
+
+@description('DATABRICKS_CLIENT_ID: a Databricks service principal\'s OAuth client id (OAuth M2M), instead of a token.')
+param databricksClientId string = ''
+
+@secure()
+@description('DATABRICKS_CLIENT_SECRET: that service principal\'s OAuth secret, stored in the deployed Key Vault.')
+param databricksClientSecret string = ''
 
 @description('LLMOPS_REGISTRY_MODELS: e.g. support-bot=models:/support-bot@champion (the registry of MLFLOW_TRACKING_URI).')
 param registryModels string = ''
@@ -221,6 +229,8 @@ module keyVault 'app/keyvault.bicep' = {
     tags: tags
     consumerApiKeys: consumerApiKeys
     redactSalt: redactSalt
+    databricksToken: databricksToken
+    databricksClientSecret: databricksClientSecret
   }
 }
 
@@ -273,7 +283,9 @@ module functionApp 'app/function-app.bicep' = {
     driftSchedule: driftSchedule
     databricksHost: databricksHost
     retrainJobId: retrainJobId
-    databricksTokenSecretUri: databricksTokenSecretUri
+    databricksTokenSecretUri: keyVault.outputs.databricksTokenSecretUri
+    databricksClientId: databricksClientId
+    databricksClientSecretUri: keyVault.outputs.databricksClientSecretUri
     registryModels: registryModels
   }
 }

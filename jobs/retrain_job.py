@@ -1,7 +1,19 @@
 """A sample retraining job: what the Databricks job started by a retraining request does.
 
-Runs as a Databricks Python-script task (job parameters arrive as `--name value` arguments)
-or locally against a local MLflow store:
+Runs as a Databricks Python-script task or locally against a local MLflow store. On
+Databricks, job parameters reach a Python-script task only as the task's own parameters: set
+them to `["--llmops_reason", "{{job.parameters.llmops_reason}}", ...]` for each parameter the
+requests carry (docs/retraining.md). Arguments this script does not know are logged and
+ignored, so a request may carry extra parameters for a real job.
+
+The registry: with a workspace whose default registry is Unity Catalog (MLflow 3 on
+Databricks), `--model` must be a three-part name (`catalog.schema.model`), and Unity Catalog
+accepts only model versions with a signature: a real job logs its model with
+`mlflow.<flavor>.log_model(..., signature=...)` and registers that. This sample registers a
+plain configuration folder, which the workspace model registry (`--registry-uri databricks`)
+and local stores accept.
+
+Locally:
 
     .venv/bin/python jobs/retrain_job.py --tracking-uri sqlite:///.llmops/mlflow.db \\
         --model support-bot --deployment gpt-4o-mini-2 \\
@@ -42,13 +54,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--llmops_request", default="")
     parser.add_argument("--llmops_dataset", default="{}")
     parser.add_argument("--llmops_reason", default="manual")
-    args = parser.parse_args(argv)
+    parser.add_argument("--registry-uri", default=None, help="default: the tracking URI's")
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:
+        print(f"retrain_job: ignoring parameters this sample does not use: {unknown}")
 
     import mlflow
     from mlflow.tracking import MlflowClient
 
     if args.tracking_uri:
         mlflow.set_tracking_uri(args.tracking_uri)
+    if args.registry_uri:
+        mlflow.set_registry_uri(args.registry_uri)
     client = MlflowClient()
     params = json.loads(args.params)
     dataset = json.loads(args.llmops_dataset)

@@ -65,6 +65,8 @@ TRACE_QUEUE_RECORDS = "LLMOPS_TRACE_QUEUE_RECORDS"  # records waiting for export
 TRACE_FLUSH_TIMEOUT_S = "LLMOPS_TRACE_FLUSH_TIMEOUT_S"  # longest wait for a flush (shutdown, call)
 TRACE_SAMPLE = "LLMOPS_TRACE_SAMPLE"  # share of successful calls traced (0..1); errors: all
 APPINSIGHTS_CONNECTION_STRING = "APPLICATIONINSIGHTS_CONNECTION_STRING"  # set: OTel metrics
+# "Authorization=AAD;ClientId=<id>": export with Entra ID (a resource with local auth off)
+APPINSIGHTS_AUTHENTICATION_STRING = "APPLICATIONINSIGHTS_AUTHENTICATION_STRING"
 # Drift monitor (llmops/drift)
 DRIFT_SCHEDULE = "LLMOPS_DRIFT_SCHEDULE"  # NCRONTAB of the timer; one window per period
 DRIFT_REFERENCE_HOURS = "LLMOPS_DRIFT_REFERENCE_HOURS"  # rolling reference before the window
@@ -85,10 +87,11 @@ RETRAIN_BLOB_SOURCE = "LLMOPS_RETRAIN_BLOB_SOURCE"  # EventGrid (Flex) | LogsAnd
 RETRAIN_ATTEMPTS = "LLMOPS_RETRAIN_ATTEMPTS"  # tries per invocation on 429/5xx/timeouts
 RETRAIN_TIMEOUT_S = "LLMOPS_RETRAIN_TIMEOUT_S"  # per Databricks request
 DATABRICKS_HOST = "DATABRICKS_HOST"  # https://adb-....azuredatabricks.net
-DATABRICKS_TOKEN = "DATABRICKS_TOKEN"  # a PAT; unset: the SDK's other auth (managed identity)
+DATABRICKS_TOKEN = "DATABRICKS_TOKEN"  # a PAT; unset: the SDK's other auth (service principal)
 # Registry-driven serving (llmops/registry)
 REGISTRY_MODELS = "LLMOPS_REGISTRY_MODELS"  # "public=models:/name@alias,other=prompts:/n@a"
 REGISTRY_TTL_S = "LLMOPS_REGISTRY_TTL_S"  # seconds a resolution is served before a refresh
+REGISTRY_TIMEOUT_S = "LLMOPS_REGISTRY_TIMEOUT_S"  # longest a model's first call waits for it
 
 DEFAULT_AZURE_API_VERSION = "2024-10-21"
 # Azure's front end cuts an HTTP request at 230 s; every call, retries included, ends before.
@@ -207,6 +210,7 @@ class TraceSettings:
     flush_timeout_s: float = 10.0
     sample: float = 1.0  # share of successful calls traced, by trace id; failed calls: all
     appinsights_connection_string: str | None = field(default=None, repr=False)
+    appinsights_authentication: str | None = None  # APPLICATIONINSIGHTS_AUTHENTICATION_STRING
 
     @property
     def metrics(self) -> bool:
@@ -237,6 +241,7 @@ class TraceSettings:
             flush_timeout_s=_number(env, TRACE_FLUSH_TIMEOUT_S, 10.0, minimum=0.0),
             sample=_number(env, TRACE_SAMPLE, 1.0, minimum=0.0, maximum=1.0),
             appinsights_connection_string=text(APPINSIGHTS_CONNECTION_STRING),
+            appinsights_authentication=text(APPINSIGHTS_AUTHENTICATION_STRING),
         )
 
 
@@ -421,6 +426,7 @@ class Settings:
     retrain: RetrainSettings = field(default_factory=RetrainSettings)
     registry_models: Mapping[str, RegistryBinding] = field(default_factory=dict)
     registry_ttl_s: float = 60.0
+    registry_timeout_s: float = 10.0
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -498,6 +504,7 @@ class Settings:
             retrain=RetrainSettings.from_env(env),
             registry_models=parse_registry_models(text(REGISTRY_MODELS) or ""),
             registry_ttl_s=_number(env, REGISTRY_TTL_S, 60.0, minimum=0.0),
+            registry_timeout_s=_number(env, REGISTRY_TIMEOUT_S, 10.0, minimum=0.1, maximum=120.0),
         )
 
     @property

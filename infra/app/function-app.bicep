@@ -32,8 +32,12 @@ param driftSchedule string
 param databricksHost string = ''
 @description('LLMOPS_RETRAIN_JOB_ID: the Databricks job a retraining request starts.')
 param retrainJobId string = ''
-@description('Versionless Key Vault secret URI of a Databricks token; empty: the managed identity.')
+@description('Versionless Key Vault secret URI of a Databricks token; empty: none.')
 param databricksTokenSecretUri string = ''
+@description('DATABRICKS_CLIENT_ID: a Databricks service principal (OAuth M2M); empty: none.')
+param databricksClientId string = ''
+@description('Versionless Key Vault secret URI of that service principal\'s secret; empty: none.')
+param databricksClientSecretUri string = ''
 @description('LLMOPS_REGISTRY_MODELS: public models served from MLflow registry aliases.')
 param registryModels string = ''
 
@@ -68,6 +72,9 @@ var appSettings = {
   // Application Insights with Entra ID: local auth is off (monitoring.bicep).
   APPLICATIONINSIGHTS_CONNECTION_STRING: appInsights.properties.ConnectionString
   APPLICATIONINSIGHTS_AUTHENTICATION_STRING: 'ClientId=${identity.properties.clientId};Authorization=AAD'
+  // azure-identity's DefaultAzureCredential (Azure OpenAI, Blob Storage, Azure Monitor) signs
+  // in with this user-assigned identity; the app has no system-assigned one.
+  AZURE_CLIENT_ID: identity.properties.clientId
 
   // Upstream: Azure OpenAI with the app's identity (no AZURE_OPENAI_API_KEY).
   LLMOPS_UPSTREAM: 'azure'
@@ -106,18 +113,20 @@ var appSettings = {
   LLMOPS_TRACE_SAMPLE: ''
   LLMOPS_TRACE_QUEUE_RECORDS: ''
   LLMOPS_TRACE_FLUSH_TIMEOUT_S: ''
-  // Retraining trigger and registry-driven serving. Without a token the Databricks SDK uses
-  // the app's managed identity (ARM_USE_MSI + ARM_CLIENT_ID).
+  // Retraining trigger and registry-driven serving: a token, or a Databricks service principal
+  // (OAuth M2M), both from the deployed Key Vault. The Python databricks-sdk has no managed
+  // identity sign-in (docs/deploy.md).
   DATABRICKS_HOST: databricksHost
   DATABRICKS_TOKEN: empty(databricksTokenSecretUri) ? '' : '@Microsoft.KeyVault(SecretUri=${databricksTokenSecretUri})'
-  ARM_USE_MSI: !empty(databricksHost) && empty(databricksTokenSecretUri) ? 'true' : ''
-  ARM_CLIENT_ID: !empty(databricksHost) && empty(databricksTokenSecretUri) ? identity.properties.clientId : ''
+  DATABRICKS_CLIENT_ID: databricksClientId
+  DATABRICKS_CLIENT_SECRET: empty(databricksClientSecretUri) ? '' : '@Microsoft.KeyVault(SecretUri=${databricksClientSecretUri})'
   LLMOPS_RETRAIN_JOB_ID: retrainJobId
   LLMOPS_RETRAIN_BLOB_SOURCE: 'EventGrid'
   LLMOPS_RETRAIN_ATTEMPTS: ''
   LLMOPS_RETRAIN_TIMEOUT_S: ''
   LLMOPS_REGISTRY_MODELS: registryModels
   LLMOPS_REGISTRY_TTL_S: ''
+  LLMOPS_REGISTRY_TIMEOUT_S: ''
 
   // Drift monitor. The timer's schedule is `%LLMOPS_DRIFT_SCHEDULE%`: it must not be empty.
   LLMOPS_DRIFT_SCHEDULE: driftSchedule

@@ -8,6 +8,10 @@ param tags object = {}
 param consumerApiKeys string = ''
 @secure()
 param redactSalt string = ''
+@secure()
+param databricksToken string = ''
+@secure()
+param databricksClientSecret string = ''
 
 resource vault 'Microsoft.KeyVault/vaults@2023-07-01' = {
   // checkov:skip=CKV_AZURE_109:No virtual network here: the platform resolves Key Vault references over the public endpoint, with the app identity.
@@ -56,7 +60,32 @@ resource salt 'Microsoft.KeyVault/vaults/secrets@2023-07-01' = if (!empty(redact
   }
 }
 
+resource databricksPat 'Microsoft.KeyVault/vaults/secrets@2023-07-01' = if (!empty(databricksToken)) {
+  // checkov:skip=CKV_AZURE_41:The token's own lifetime is set in Databricks; rotate it with `azd env set` and `azd provision`.
+  // checkov:skip=CKV_AZURE_114:contentType is set; checkov does not look inside conditional (if) resources.
+  parent: vault
+  name: 'databricks-token'
+  properties: {
+    value: databricksToken
+    contentType: 'text/plain'
+  }
+}
+
+resource databricksSecret 'Microsoft.KeyVault/vaults/secrets@2023-07-01' = if (!empty(databricksClientSecret)) {
+  // checkov:skip=CKV_AZURE_41:The OAuth secret's own lifetime is set in Databricks; rotate it with `azd env set` and `azd provision`.
+  // checkov:skip=CKV_AZURE_114:contentType is set; checkov does not look inside conditional (if) resources.
+  parent: vault
+  name: 'databricks-client-secret'
+  properties: {
+    value: databricksClientSecret
+    contentType: 'text/plain'
+  }
+}
+
 output name string = vault.name
-// Versionless URIs: a new secret version reaches the app without a redeploy.
+// Versionless URIs: the app picks up a new secret version without a redeploy, once the
+// platform refreshes its Key Vault references (within 24 hours, or at once on a restart).
 output consumerKeysSecretUri string = !empty(consumerApiKeys) ? consumerKeys.properties.secretUri : ''
 output redactSaltSecretUri string = !empty(redactSalt) ? salt.properties.secretUri : ''
+output databricksTokenSecretUri string = !empty(databricksToken) ? databricksPat.properties.secretUri : ''
+output databricksClientSecretUri string = !empty(databricksClientSecret) ? databricksSecret.properties.secretUri : ''

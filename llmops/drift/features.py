@@ -51,6 +51,9 @@ class WindowSample:
     categorical: dict[str, Counter[str]] = field(default_factory=dict)
     texts: list[str] = field(default_factory=list)
     texts_seen: int = 0
+    # calls per registry version that served them ("support-bot v2"): reported, not tested
+    # (a promotion changes it on purpose, and must not count as drift)
+    versions: Counter[str] = field(default_factory=Counter)
 
     def __post_init__(self) -> None:
         self._random = random.Random(self.seed)
@@ -83,25 +86,22 @@ class WindowSample:
             if finish == "content_filter"
             or (type(c.error) is dict and c.error.get("code") == "content_filter")
         )
-        usages = [c.usage if type(c.usage) is dict else _EMPTY for c in calls]
-        self._numbers("prompt_tokens", [u.get("prompt_tokens") for u in usages])
-        self._numbers("completion_tokens", [u.get("completion_tokens") for u in usages])
+        usages = [c.usage for c in calls if c.usage is not None]
+        self._numbers("prompt_tokens", [u.prompt_tokens for u in usages])
+        self._numbers("completion_tokens", [u.completion_tokens for u in usages])
         self._numbers("latency_ms", [c.latency_ms for c in calls])
         self._numbers("ttft_ms", [c.ttft_ms for c in calls])
         counts, chars, texts = [], [], []
         for c in calls:
-            request = c.request
-            messages = request.get("messages") if type(request) is dict else None
-            if type(messages) is not list:
+            if c.request is None or c.request.messages is None:
                 continue
+            messages = c.request.messages
             total, last_user = 0, ""
             for message in messages:
-                if type(message) is not dict:
-                    continue
-                content = message.get("content")
-                text = content if type(content) is str else _text_of(message)
+                content = message.content
+                text = content if type(content) is str else _text_of(content)
                 total += len(text)
-                if message.get("role") == "user":
+                if message.role == "user":
                     last_user = text
             counts.append(len(messages))
             chars.append(total)
@@ -118,6 +118,11 @@ class WindowSample:
         self._categories("finish_reason", finishes)
         self._categories("status_class", [f"{s // 100}xx" if s else None for s in statuses])
         self._categories("consumer", [c.consumer for c in calls])
+        served = [_version_of(c.registry) for c in calls if c.registry is not None]
+        if served:
+            for key, count in Counter(served).items():
+                if key in self.versions or len(self.versions) < MAX_CATEGORIES:
+                    self.versions[key] += count
 
     def _numbers(self, name: str, offered: list[Any]) -> None:
         # real numbers only: not bool, not NaN, not text
@@ -169,7 +174,6 @@ class WindowSample:
         return count / self.calls if self.calls else None
 
 
-_EMPTY: dict[str, Any] = {}
 _TINY = 5e-324  # random() may return 0.0
 
 
@@ -180,10 +184,15 @@ def _skip(w: float, rand: Callable[[], float]) -> int:
     return math.floor(math.log(rand() or _TINY) / math.log1p(-w))
 
 
-def _text_of(message: object) -> str:
-    if not isinstance(message, dict):
-        return ""
-    content = message.get("content")
+def _version_of(registry: object) -> str:
+    """`name vVERSION` of a record's `registry` object (docs/request-log.md)."""
+    if type(registry) is not dict:
+        return OTHER
+    return f"{registry.get('name')} v{registry.get('version')}"
+
+
+def _text_of(content: object) -> str:
+    """The text of a message's content: itself, or its text parts joined."""
     if isinstance(content, str):
         return content
     if isinstance(content, list):  # content parts: keep the text ones
@@ -208,6 +217,7 @@ def merge(samples: list[WindowSample]) -> WindowSample:
         merged.calls += sample.calls
         merged.errors += sample.errors
         merged.content_filtered += sample.content_filtered
+        merged.versions.update(sample.versions)
         for name in CATEGORICAL:
             for key, count in sample.categorical[name].items():
                 counts = merged.categorical[name]

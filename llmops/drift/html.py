@@ -98,14 +98,18 @@ def _windows(report: dict[str, Any]) -> str:
             else "no bad lines"
         )
         kind = f" ({window['kind']})" if label == "reference" else ""
+        versions = window.get("served_versions") or {}
+        served = ", ".join(f"{name}: {count}" for name, count in versions.items()) or "-"
         rows.append(
             f"<tr><td>{label}{escape(kind)}</td><td>{escape(window['start'])}</td>"
             f"<td>{escape(window['end'])}</td><td class=num>{window['records']}</td>"
-            f"<td>{escape(note)}</td></tr>"
+            f"<td>{escape(served)}</td><td>{escape(note)}</td></tr>"
         )
     return (
         "<h2>Windows</h2><table><tr><th>Window</th><th>Start (UTC)</th><th>End (UTC)</th>"
-        "<th>Calls</th><th>Read</th></tr>" + "".join(rows) + "</table>"
+        "<th>Calls</th><th>Served by registry version</th><th>Read</th></tr>"
+        + "".join(rows)
+        + "</table>"
     )
 
 

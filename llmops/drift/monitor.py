@@ -173,6 +173,8 @@ class DriftMonitor:
                     "corrupt_lines": stats.corrupt,
                     "unknown_schema": stats.unknown_schema,
                     "duplicates": stats.duplicates,
+                    # calls per registry version that served them (LLMOPS_REGISTRY_MODELS)
+                    "served_versions": dict(sample.versions.most_common()),
                 },
             )
             for sample, stats in found

@@ -17,8 +17,47 @@ from llmops.logs.reader import ReadStats
 from llmops.logs.record import SCHEMA_VERSION
 
 
+class Message(msgspec.Struct):
+    """A chat message of the request: who wrote it and its content (text or parts)."""
+
+    role: Any = None
+    content: Any = None
+
+
+class Request(msgspec.Struct):
+    """The request as logged: only its messages (its parameters are skipped)."""
+
+    messages: list[Message] | None = None
+
+
+class Usage(msgspec.Struct):
+    """The token counts drift compares."""
+
+    prompt_tokens: Any = None
+    completion_tokens: Any = None
+
+
 class Call(msgspec.Struct):
     """The fields of a request-log record (docs/request-log.md) the drift features use."""
+
+    schema_version: Any = None
+    request_id: Any = None
+    received_at: Any = None
+    status: Any = None
+    error: Any = None
+    finish_reason: Any = None
+    usage: Usage | None = None
+    latency_ms: Any = None
+    ttft_ms: Any = None
+    request: Request | None = None
+    model: Any = None
+    deployment: Any = None
+    consumer: Any = None
+    registry: Any = None
+
+
+class _LooseCall(msgspec.Struct):
+    """Any JSON object: for the rare record whose usage or request has an odd shape."""
 
     schema_version: Any = None
     request_id: Any = None
@@ -33,14 +72,40 @@ class Call(msgspec.Struct):
     model: Any = None
     deployment: Any = None
     consumer: Any = None
+    registry: Any = None
 
 
 _DECODER = msgspec.json.Decoder(Call)
+_LOOSE = msgspec.json.Decoder(_LooseCall)
+_FIELDS = _LooseCall.__struct_fields__
+
+
+def _tighten(loose: _LooseCall) -> Call:
+    """A `Call` from a loosely decoded record: what does not have the expected shape is left
+    out (a non-object usage, a request without a list of messages), and a message that is not
+    an object still counts as a message, without text."""
+    usage = loose.usage
+    request = loose.request
+    messages = request.get("messages") if type(request) is dict else None
+    return Call(
+        **{name: getattr(loose, name) for name in _FIELDS if name not in ("usage", "request")},
+        usage=Usage(usage.get("prompt_tokens"), usage.get("completion_tokens"))
+        if type(usage) is dict
+        else None,
+        request=Request(
+            [
+                Message(m.get("role"), m.get("content")) if type(m) is dict else Message()
+                for m in messages
+            ]
+        )
+        if type(messages) is list
+        else None,
+    )
 
 
 def call_of(record: dict[str, Any]) -> Call:
     """A parsed record as a `Call` (tests and other callers holding dicts)."""
-    return Call(**{name: record.get(name) for name in Call.__struct_fields__})
+    return _tighten(_LooseCall(**{name: record.get(name) for name in _FIELDS}))
 
 
 def calls_in(data: bytes, low: str, high: str, seen: set[str], stats: ReadStats) -> list[Call]:
@@ -61,7 +126,12 @@ def calls_in(data: bytes, low: str, high: str, seen: set[str], stats: ReadStats)
             stats.lines += 1
             try:
                 calls.append(_DECODER.decode(line))
-            except (msgspec.DecodeError, msgspec.ValidationError):
+            except msgspec.ValidationError:  # JSON, but an odd shape: decode it loosely
+                try:
+                    calls.append(_tighten(_LOOSE.decode(line)))
+                except msgspec.ValidationError:  # not an object
+                    stats.corrupt += 1
+            except msgspec.DecodeError:
                 stats.corrupt += 1
     found = []
     for call in calls:

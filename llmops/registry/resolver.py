@@ -167,7 +167,7 @@ class RegistryResolver:
         self._clock = clock
         self._entries: dict[str, _Entry] = {}
         self._refreshing: dict[str, asyncio.Task[None]] = {}
-        self._first: dict[str, asyncio.Lock] = {}
+        self._first: dict[str, asyncio.Task[Resolution]] = {}
         self.stats = {"lookups": 0, "refreshes": 0, "failures": 0}
 
     def binding(self, model: str) -> RegistryBinding | None:
@@ -175,29 +175,45 @@ class RegistryResolver:
         return self.settings.registry_models.get(model)
 
     async def resolve(self, binding: RegistryBinding) -> Resolution:
-        """The resolution to serve now. Waits for the registry only on a model's first call."""
+        """The resolution to serve now. Waits for the registry only on a model's first call,
+        and then at most `LLMOPS_REGISTRY_TIMEOUT_S`."""
         entry = self._entries.get(binding.public)
         if entry is None:
-            lock = self._first.setdefault(binding.public, asyncio.Lock())
-            async with lock:  # one first lookup per model, however many calls wait for it
-                entry = self._entries.get(binding.public)
-                if entry is None:
-                    try:
-                        resolution = await self._lookup(binding)
-                    except Exception as exc:
-                        raise GatewayError(
-                            503,
-                            f"The model '{binding.public}' is served from {binding.uri}, which "
-                            f"could not be resolved: {_brief(exc)}",
-                            type="api_error",
-                            code="registry_unavailable",
-                            headers={"retry-after": "10"},
-                        ) from None
-                    entry = self._entries[binding.public] = _Entry(resolution, self._clock())
-            return entry.resolution
+            return await self._first_lookup(binding)
         if self._clock() - entry.fetched >= self.settings.registry_ttl_s:
             self._refresh_in_background(binding, entry)
         return entry.resolution
+
+    async def _first_lookup(self, binding: RegistryBinding) -> Resolution:
+        # One lookup per model, however many calls wait for it. A call that waited too long
+        # gets a 503; the lookup goes on and serves the calls that come after it.
+        task = self._first.get(binding.public)
+        if task is None or (task.done() and task.exception() is not None):
+            task = self._first[binding.public] = asyncio.get_running_loop().create_task(
+                self._remember(binding)
+            )
+        try:
+            return await asyncio.wait_for(
+                asyncio.shield(task), timeout=self.settings.registry_timeout_s
+            )
+        except TimeoutError:
+            problem = f"no answer within {self.settings.registry_timeout_s:g} s"
+        except Exception as exc:
+            problem = _brief(exc)
+        raise GatewayError(
+            503,
+            f"The model '{binding.public}' is served from {binding.uri}, which could not be "
+            f"resolved: {problem}",
+            type="api_error",
+            code="registry_unavailable",
+            headers={"retry-after": "10"},
+        )
+
+    async def _remember(self, binding: RegistryBinding) -> Resolution:
+        resolution = await self._lookup(binding)
+        if binding.public not in self._entries:
+            self._entries[binding.public] = _Entry(resolution, self._clock())
+        return self._entries[binding.public].resolution
 
     async def _lookup(self, binding: RegistryBinding) -> Resolution:
         self.stats["lookups"] += 1
@@ -234,11 +250,11 @@ class RegistryResolver:
 
         self._refreshing[binding.public] = asyncio.get_running_loop().create_task(refresh())
 
-    async def aclose(self) -> None:
-        """Wait for refreshes in flight."""
+    async def aclose(self, timeout_s: float = 2.0) -> None:
+        """Wait a little for refreshes in flight (a hanging registry does not hold a shutdown)."""
         tasks = [t for t in self._refreshing.values() if not t.done()]
         if tasks:
-            await asyncio.gather(*tasks, return_exceptions=True)
+            await asyncio.wait(tasks, timeout=timeout_s)
 
 
 def _brief(exc: BaseException) -> str:

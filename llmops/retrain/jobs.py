@@ -1,8 +1,8 @@
 """Databricks Jobs through `databricks-sdk`: start a run idempotently, read its state.
 
 Authentication is the SDK's unified auth: `DATABRICKS_HOST` with `DATABRICKS_TOKEN`, or, with
-no token, whatever the SDK finds (Azure managed identity with `ARM_USE_MSI=true` and
-`ARM_CLIENT_ID`, the Azure CLI, ...). The SDK is imported on first use (~1.6 s).
+no token, whatever the SDK finds (a service principal's `DATABRICKS_CLIENT_ID` and
+`DATABRICKS_CLIENT_SECRET`, the Azure CLI, ...). The SDK is imported on first use (~1.6 s).
 
 Faults: the SDK itself retries 429/503 (honouring `Retry-After`) and connection errors until
 its retry timeout (`LLMOPS_RETRAIN_TIMEOUT_S`); `run_now` below retries what is still
@@ -148,22 +148,36 @@ class DatabricksJobs:
         raise AssertionError("unreachable")
 
 
-def classify(exc: BaseException) -> str:
-    """`rejected` for Databricks' client errors (bad request, unknown job or run, bad
-    credentials) and the SDK's configuration errors; `transient` for the rest: 429 and 5xx
-    (the SDK raises a plain `DatabricksError` for a 502), its `TimeoutError` when its own
-    retries ran out, connection errors."""
-    from databricks.sdk import errors
+# Error codes (or, for a page that is not Databricks' JSON, the HTTP reason) of server-side
+# failures that have no SDK class of their own (the SDK maps only 400-409, 429, 499, 500-504)
+_SERVER_CODES = frozenset(
+    {"BAD_GATEWAY", "SERVICE_UNAVAILABLE", "GATEWAY_TIMEOUT", "INTERNAL_SERVER_ERROR"}
+)
 
-    rejected = (
-        errors.BadRequest,
-        errors.NotFound,
-        errors.PermissionDenied,
-        errors.Unauthenticated,
-        errors.ResourceConflict,
-        errors.NotImplemented,
-    )
-    if isinstance(exc, rejected):
+
+def classify(exc: BaseException) -> str:
+    """`transient` for what may pass: 429 and 5xx (the SDK's classes for them, or its base
+    class with a server-side code, as for a 502), its `TimeoutError` when its own retries ran
+    out, connection errors. `rejected` for every other answer from Databricks (a 4xx: bad
+    request, unknown job or run, bad credentials, a status the SDK has no class for) and the
+    SDK's configuration errors: retrying them cannot help."""
+    from databricks.sdk import errors
+    from databricks.sdk.errors.base import DatabricksError
+
+    if isinstance(exc, DatabricksError):
+        transient = (
+            errors.TooManyRequests,
+            errors.InternalError,  # NotImplemented (501) is not a subclass: rejected
+            errors.TemporarilyUnavailable,
+            errors.DeadlineExceeded,
+        )
+        if isinstance(exc, transient):
+            return "transient"
+        if type(exc) is DatabricksError and (
+            (exc.error_code or "").upper() in _SERVER_CODES
+            or str(exc).startswith("unable to parse response")  # a proxy's error page
+        ):
+            return "transient"
         return "rejected"
     if isinstance(exc, ValueError):  # e.g. no host, or no usable authentication
         return "rejected"

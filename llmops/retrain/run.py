@@ -43,7 +43,8 @@ def blob_etag(properties: Mapping[str, Any]) -> str | None:
 
 async def run_cli(settings: Settings, action: str, target: str, name: str | None) -> int:
     """`llmops retrain submit FILE [--name NAME]` and `llmops retrain status NAME`."""
-    from llmops.retrain.trigger import RetrainTrigger
+    from llmops.retrain.jobs import JobRejected, TransientJobError
+    from llmops.retrain.trigger import RetrainFailed, RetrainTrigger
 
     trigger = RetrainTrigger(settings)
     try:
@@ -56,11 +57,14 @@ async def run_cli(settings: Settings, action: str, target: str, name: str | None
                 return 2
             record = await trigger.submit(name or path.name, data)
         else:
-            try:
-                record = await trigger.refresh(target)
-            except LookupError as exc:
-                print(f"llmops retrain: {exc}", file=sys.stderr)
-                return 2
+            record = await trigger.refresh(target)
+    except LookupError as exc:
+        print(f"llmops retrain: {exc}", file=sys.stderr)
+        return 2
+    except (RetrainFailed, JobRejected, TransientJobError) as exc:
+        # Databricks did not answer usefully: say so (the run record says it too), no traceback
+        print(f"llmops retrain: Databricks: {exc}", file=sys.stderr)
+        return 1
     finally:
         await trigger.aclose()
     print(orjson.dumps(record, option=orjson.OPT_INDENT_2).decode())

@@ -125,9 +125,26 @@ def build_meter(settings: TraceSettings) -> Meter | None:
     with _configure_lock:
         if not _configured and not isinstance(metrics.get_meter_provider(), MeterProvider):
             distro = importlib.import_module("azure.monitor.opentelemetry")
-            distro.configure_azure_monitor(connection_string=settings.appinsights_connection_string)
+            distro.configure_azure_monitor(
+                connection_string=settings.appinsights_connection_string,
+                credential=entra_credential(settings.appinsights_authentication),
+            )
         _configured = True
     return metrics.get_meter(METER_NAME, __version__)
+
+
+def entra_credential(authentication: str | None) -> Any:
+    """The credential an `Authorization=AAD;ClientId=<id>` authentication string asks for
+    (Application Insights with local authentication off), else None (the connection string's
+    instrumentation key). The Functions host reads the same setting; the Azure Monitor
+    exporter only takes a credential object."""
+    parts = dict(item.split("=", 1) for item in (authentication or "").split(";") if "=" in item)
+    if parts.get("Authorization", "").strip().upper() != "AAD":
+        return None
+    from azure.identity import ManagedIdentityCredential
+
+    client_id = parts.get("ClientId", "").strip() or None
+    return ManagedIdentityCredential(client_id=client_id)
 
 
 class WriterStats(Protocol):

@@ -100,7 +100,11 @@ class FakeMlflowRegistry:
     can take down: `get-by-alias` answers a model version until `down` is set, then 503."""
 
     def __init__(self) -> None:
+        import threading
+
         self.down = False
+        self.hang = False  # hold each answer until `release` is set (a registry that hangs)
+        self.release = threading.Event()
         self.calls = 0
         self._server: Any = None
 
@@ -113,6 +117,8 @@ class FakeMlflowRegistry:
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self) -> None:
                 registry.calls += 1
+                if registry.hang:
+                    registry.release.wait(30)
                 if registry.down or "/registered-models/alias" not in self.path:
                     self.send_response(503)
                     self.end_headers()
@@ -141,6 +147,7 @@ class FakeMlflowRegistry:
         return f"http://127.0.0.1:{self._server.server_address[1]}"
 
     def __exit__(self, *exc: object) -> None:
+        self.release.set()
         self._server.shutdown()
         self._server.server_close()
 
@@ -170,6 +177,50 @@ def test_an_unreachable_registry_keeps_the_last_known_good_version(
         c.body["messages"][0]["content"] == "You are support v1." for c in fake_upstream.calls()
     )
     assert registry.calls >= 2
+
+
+def test_a_hanging_registry_never_holds_calls(fake_upstream: FakeUpstream, tmp_path: Path) -> None:
+    """MLflow's own HTTP timeout is 120 s with 7 retries: the gateway bounds the first lookup
+    (LLMOPS_REGISTRY_TIMEOUT_S), shares it among the calls that wait for it, and refreshes in
+    the background only, so a registry that stops answering never holds a call."""
+    import openai
+
+    registry = FakeMlflowRegistry()
+    registry.hang = True
+    with registry as uri:
+        env = {**env_for(fake_upstream, uri, tmp_path, ttl="0.2"), "LLMOPS_REGISTRY_TIMEOUT_S": "1"}
+        with served_gateway(env) as (url, gateway):
+            started = time.monotonic()
+            with pytest.raises(openai.APIStatusError) as caught:
+                ask(url)
+            waited = time.monotonic() - started
+            assert caught.value.status_code == 503
+            assert "no answer within 1 s" in str(caught.value.body)
+            assert 0.9 < waited < 5
+            with pytest.raises(openai.APIStatusError):
+                ask(url)  # still hanging: the same lookup, not a second one
+            assert gateway.registry is not None
+            assert gateway.registry.stats["lookups"] == 1
+            assert registry.calls <= 1
+
+            registry.hang = False
+            registry.release.set()  # the lookup in flight now answers
+            deadline = time.monotonic() + 10
+            while gateway.registry is None or "support-bot" not in gateway.registry._entries:
+                assert time.monotonic() < deadline
+                time.sleep(0.05)
+            ask(url)
+
+            registry.release.clear()
+            registry.hang = True  # hangs again: refreshes wait, calls do not
+            time.sleep(0.3)
+            started = time.monotonic()
+            for _ in range(3):
+                ask(url)
+            assert time.monotonic() - started < 3
+            registry.release.set()  # let the hung refresh end before the gateway stops
+    assert {c.deployment for c in fake_upstream.calls()} == {"dep-v1"}
+    assert len(fake_upstream.calls()) == 4
 
 
 def test_a_model_whose_registry_never_answered_is_a_clear_503(

@@ -238,6 +238,15 @@ def test_cli_submit_then_status(
     stored = json.loads((tmp_path / "store" / "retrain-runs" / "manual.json.json").read_text())
     assert stored["databricks"]["result_state"] == "SUCCESS"
 
+    # Databricks refusing the status call: a one-line message and exit 1, no traceback
+    databricks.fail_next("runs/get", status=403)
+    refused = subprocess.run(
+        [llmops, "retrain", "status", "manual.json"], env=env, capture_output=True, text=True
+    )
+    assert refused.returncode == 1
+    assert refused.stderr.startswith("llmops retrain: Databricks: ")
+    assert "Traceback" not in refused.stderr
+
 
 def test_failures_are_counted_for_the_alert_rule(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch

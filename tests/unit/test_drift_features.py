@@ -411,9 +411,28 @@ def test_decoding_a_batch_counts_what_it_skips() -> None:
         b"",
         orjson.dumps({**good[1], "schema_version": 2, "request_id": "x"}),
         orjson.dumps({**good[1], "request_id": "late", "received_at": "2026-11-22T15:00:00Z"}),
+        # an odd shape is still a record: what has the wrong shape is left out
+        orjson.dumps({**good[2], "request_id": "odd", "usage": [1, 2], "request": "x"}),
     ]
     stats = ReadStats()
     calls = calls_in(b"\n".join(lines), "2026-11-22T13:00:00", "2026-11-22T14:00:00", set(), stats)
-    assert [c.request_id for c in calls] == ["r0", "r1", "r2"]
-    assert (stats.lines, stats.corrupt, stats.unknown_schema, stats.duplicates) == (8, 2, 1, 1)
-    assert stats.records == 3 and stats.blobs == 1
+    assert [c.request_id for c in calls] == ["r0", "r1", "r2", "odd"]
+    assert (stats.lines, stats.corrupt, stats.unknown_schema, stats.duplicates) == (9, 2, 1, 1)
+    assert stats.records == 4 and stats.blobs == 1
+    assert calls[3].usage is None and calls[3].request is None
+    assert calls[0].usage is not None and calls[0].usage.prompt_tokens == 31
+
+
+def test_calls_are_counted_by_the_registry_version_that_served_them() -> None:
+    def served(version: str) -> dict[str, Any]:
+        registry = {"kind": "model", "name": "support-bot", "alias": "champion"}
+        return record(registry={**registry, "version": version})
+
+    one, two = WindowSample(), WindowSample()
+    for _ in range(3):
+        one.add(served("1"))
+    one.add(record())  # a model not served from the registry: not counted
+    two.add(served("2"))
+    two.add(served("1"))
+    assert one.versions == {"support-bot v1": 3}
+    assert merge([one, two]).versions == {"support-bot v1": 4, "support-bot v2": 1}

@@ -44,15 +44,16 @@ NOT_DEPLOYED = {
 # App settings the code does not read: the platform's, with the reader.
 PLATFORM_SETTINGS = {
     "AzureWebJobsStorage__credential": "Functions host: identity-based AzureWebJobsStorage",
-    "ARM_USE_MSI": "databricks-sdk: sign in with the managed identity (no Databricks token)",
-    "ARM_CLIENT_ID": "databricks-sdk: which user-assigned identity to sign in with",
+    "AZURE_CLIENT_ID": "azure-identity: the user-assigned identity DefaultAzureCredential uses",
+    "DATABRICKS_CLIENT_ID": "databricks-sdk and MLflow: a service principal (OAuth M2M)",
+    "DATABRICKS_CLIENT_SECRET": "databricks-sdk and MLflow: that service principal's secret",
     "AzureWebJobsStorage__queueServiceUri": "Functions host: queues over the identity",
     "AzureWebJobsStorage__tableServiceUri": "Functions host: tables over the identity",
     "PYTHON_ENABLE_INIT_INDEXING": "Python worker: HTTP streams (FastAPI extension)",
     "APPLICATIONINSIGHTS_AUTHENTICATION_STRING": "host and Azure Monitor exporter: Entra ID",
 }
 ENV_NAME = re.compile(
-    r"(LLMOPS_|AZURE_|OPENAI_|MLFLOW_|AzureWebJobs|APPLICATIONINSIGHTS_|FUNCTIONS_|DATABRICKS_|ARM_)"
+    r"(LLMOPS_|AZURE_|OPENAI_|MLFLOW_|AzureWebJobs|APPLICATIONINSIGHTS_|FUNCTIONS_|DATABRICKS_)"
     r"[A-Za-z0-9_]*"
 )
 INSTRUMENTS = {"create_counter", "create_histogram", "create_gauge", "create_up_down_counter"}

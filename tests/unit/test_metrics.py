@@ -177,3 +177,22 @@ def test_without_application_insights_there_is_no_meter_and_no_sink() -> None:
     assert build_sinks(settings) == []
     # Nothing here configured OpenTelemetry globally.
     assert not isinstance(metrics.get_meter_provider(), MeterProvider)
+
+
+def test_an_entra_authentication_string_gives_the_exporter_a_managed_identity() -> None:
+    """Application Insights with local auth off (infra/) takes only Entra ID tokens: the
+    exporter must get a credential for the app's user-assigned identity."""
+    from azure.identity import ManagedIdentityCredential
+
+    from llmops.tracing.metrics import entra_credential
+
+    assert entra_credential(None) is None
+    assert entra_credential("") is None
+    assert entra_credential("Authorization=Key") is None
+    credential = entra_credential("ClientId=1111-2222;Authorization=AAD")
+    assert isinstance(credential, ManagedIdentityCredential)
+    # the IMDS request names the identity (azure-identity keeps it in its request's query)
+    inner = credential._credential
+    assert "1111-2222" in repr(vars(inner._client)) or "1111-2222" in repr(vars(inner))
+    system = entra_credential("Authorization=aad")
+    assert isinstance(system, ManagedIdentityCredential)
