@@ -62,6 +62,7 @@ NUMERIC = (
 )
 CATEGORICAL = ("model", "deployment", "finish_reason", "status_class", "consumer")
 TEXT = "prompt_text"
+SIZE_RULE = "smaller"  # --size-rule: ours, LLMOPS_DRIFT_SIZE_RULE
 NONE = "(none)"
 # Evidently's display names of its tests -> ours
 METHODS = {
@@ -286,12 +287,13 @@ def ours(reference: list[Row], current: list[Row], repeat: int) -> tuple[dict[st
     from llmops.drift.analysis import analyse
 
     ref, cur = sample_of(reference), sample_of(current)
-    analyse(ref, cur, min_samples=30, share=0.5, tests={})  # warm-up: imports, caches
+    options: dict[str, Any] = {"min_samples": 30, "share": 0.5, "tests": {}, "size_rule": SIZE_RULE}
+    analyse(ref, cur, **options)  # warm-up: imports, caches
     times = []
     report: dict[str, Any] = {}
     for _ in range(repeat):
         started = time.perf_counter()
-        report = analyse(ref, cur, min_samples=30, share=0.5, tests={})
+        report = analyse(ref, cur, **options)
         times.append(time.perf_counter() - started)
     found = {
         f["name"]: {"method": f["method"], "score": f["score"], "drift": f["drift"]}
@@ -465,6 +467,12 @@ def main() -> int:
         action="store_true",
         help="ours with Jensen-Shannon in base 2, as before the fix (to see the difference)",
     )
+    parser.add_argument(
+        "--size-rule",
+        choices=("smaller", "reference"),
+        default="smaller",
+        help="ours: LLMOPS_DRIFT_SIZE_RULE (reference = Evidently's rule)",
+    )
     parser.add_argument("--evidently-child", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.evidently_child:
@@ -474,6 +482,8 @@ def main() -> int:
         setup_venv()
         return 0
     sys.path.insert(0, str(ROOT))
+    global SIZE_RULE
+    SIZE_RULE = args.size_rule
     if args.js_base2:
         import numpy as np
         from scipy.spatial import distance

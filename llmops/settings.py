@@ -76,6 +76,7 @@ DRIFT_MIN_SAMPLES = "LLMOPS_DRIFT_MIN_SAMPLES"  # fewer values in a window: "not
 DRIFT_TESTS = "LLMOPS_DRIFT_TESTS"  # per-feature overrides "feature=method[:threshold],..."
 DRIFT_TEXT_SAMPLE = "LLMOPS_DRIFT_TEXT_SAMPLE"  # prompts per window for the text classifier
 DRIFT_MAX_ROWS = "LLMOPS_DRIFT_MAX_ROWS"  # values kept per feature and window (then sampled)
+DRIFT_SIZE_RULE = "LLMOPS_DRIFT_SIZE_RULE"  # smaller (default) | reference (Evidently's rule)
 DRIFT_WORKERS = "LLMOPS_DRIFT_WORKERS"  # processes reading the windows; 0 = one per CPU (max 4)
 DRIFT_CATCHUP = "LLMOPS_DRIFT_CATCHUP"  # most missed windows a past-due run computes
 DRIFT_EXPERIMENT = "LLMOPS_DRIFT_EXPERIMENT"  # MLflow experiment of the drift runs
@@ -258,6 +259,7 @@ class DriftSettings:
     text_sample: int = 5_000
     max_rows: int = 1_000_000
     workers: int = 0  # 0: one per CPU, at most 4; 1: read in the calling process
+    size_rule: Literal["smaller", "reference"] = "smaller"  # whose rows pick the default test
     catchup: int = 24
     experiment_name: str = DEFAULT_DRIFT_EXPERIMENT
     retrain_after: int = 2
@@ -312,6 +314,7 @@ class DriftSettings:
             text_sample=int(_number(env, DRIFT_TEXT_SAMPLE, 5_000, minimum=0)),
             max_rows=int(_number(env, DRIFT_MAX_ROWS, 1_000_000, minimum=100)),
             workers=int(_number(env, DRIFT_WORKERS, 0, minimum=0, maximum=64)),
+            size_rule=_size_rule(text(DRIFT_SIZE_RULE)),
             catchup=int(_number(env, DRIFT_CATCHUP, 24, minimum=1, maximum=10_000)),
             experiment_name=experiment,
             retrain_after=int(_number(env, RETRAIN_AFTER, 2, minimum=1)),
@@ -641,6 +644,15 @@ def _names(raw: str, name: str) -> tuple[str, ...]:
     if any("=" in item for item in items):
         raise SettingsError(f"{name} is a comma-separated list of deployment names")
     return tuple(items)
+
+
+def _size_rule(raw: str | None) -> Literal["smaller", "reference"]:
+    value = (raw or "smaller").lower()
+    if value == "smaller":
+        return "smaller"
+    if value == "reference":
+        return "reference"
+    raise SettingsError(f"{DRIFT_SIZE_RULE}={raw!r}: expected 'smaller' or 'reference'")
 
 
 def _number(

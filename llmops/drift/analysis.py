@@ -10,6 +10,7 @@ reference and a quiet hour as the current window, the distance's own sampling no
 its 0.1 threshold (measured: normalized Wasserstein ~0.13 between two samples of the same
 traffic at 60 current calls), so the quiet hour would raise false alarms. Whenever the current
 window has more than 1000 rows, or the reference at most 1000, the choice is Evidently's.
+`size_rule="reference"` (`LLMOPS_DRIFT_SIZE_RULE=reference`) uses Evidently's rule throughout.
 
 The dict is what `report.json` holds and what the HTML page, the MLflow run and the metrics
 are made from (see docs/drift.md).
@@ -41,13 +42,17 @@ def analyse(
     min_samples: int,
     share: float,
     tests: Mapping[str, tuple[str, float | None]],
+    size_rule: str = "smaller",
 ) -> dict[str, Any]:
     """Every feature's verdict, the window rates and the dataset verdict."""
+    by_reference = size_rule == "reference"
     features = [
-        _numeric(name, reference, current, min_samples, tests.get(name)) for name in NUMERIC
+        _numeric(name, reference, current, min_samples, tests.get(name), by_reference)
+        for name in NUMERIC
     ]
     features += [
-        _categorical(name, reference, current, min_samples, tests.get(name)) for name in CATEGORICAL
+        _categorical(name, reference, current, min_samples, tests.get(name), by_reference)
+        for name in CATEGORICAL
     ]
     text, evidence = _text(reference, current, min_samples)
     features.append(text)
@@ -99,6 +104,7 @@ def _numeric(
     current: WindowSample,
     min_samples: int,
     override: tuple[str, float | None] | None,
+    by_reference: bool = False,
 ) -> dict[str, Any]:
     import numpy as np
 
@@ -109,7 +115,8 @@ def _numeric(
         method, threshold = override or (None, None)
         if method is None:
             distinct = len(np.unique(np.concatenate([ref, cur])))
-            method = default_method(False, min(len(ref), len(cur)), distinct)
+            rows = len(ref) if by_reference else min(len(ref), len(cur))
+            method = default_method(False, rows, distinct)
         result = compare_numeric(ref, cur, method, threshold)
     return _feature(
         name,
@@ -128,6 +135,7 @@ def _categorical(
     current: WindowSample,
     min_samples: int,
     override: tuple[str, float | None] | None,
+    by_reference: bool = False,
 ) -> dict[str, Any]:
     ref, cur = reference.categorical[name], current.categorical[name]
     ref_n, cur_n = sum(ref.values()), sum(cur.values())
@@ -135,7 +143,8 @@ def _categorical(
     if ref_n >= min_samples and cur_n >= min_samples:
         method, threshold = override or (None, None)
         if method is None:
-            method = default_method(True, min(ref_n, cur_n), len(set(ref) | set(cur)))
+            rows = ref_n if by_reference else min(ref_n, cur_n)
+            method = default_method(True, rows, len(set(ref) | set(cur)))
         result = compare_categorical(ref, cur, method, threshold)
     return _feature(
         name,

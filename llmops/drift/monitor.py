@@ -117,6 +117,7 @@ class DriftMonitor:
             min_samples=drift.min_samples,
             share=drift.share,
             tests=drift.tests,
+            size_rule=drift.size_rule,
         )
         report: dict[str, Any] = {
             "schema": REPORT_SCHEMA,

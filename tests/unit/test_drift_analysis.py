@@ -156,6 +156,30 @@ def test_a_small_window_on_either_side_keeps_p_value_tests() -> None:
         assert methods["consumer"] == "chisquare"
 
 
+def test_the_reference_rule_follows_evidently_for_a_quiet_current_window() -> None:
+    """LLMOPS_DRIFT_SIZE_RULE=reference: the reference's rows pick the test, as in Evidently."""
+    busy, quiet = window(3000, 1, text_sample=0), window(200, 2, text_sample=0)
+    report = analyse(
+        busy, quiet, min_samples=MIN_SAMPLES, share=0.5, tests={}, size_rule="reference"
+    )
+    methods = {f["name"]: f["method"] for f in report["features"]}
+    assert methods["latency_ms"] == "wasserstein"
+    assert methods["consumer"] == "jensenshannon"
+    small_reference = analyse(
+        quiet, busy, min_samples=MIN_SAMPLES, share=0.5, tests={}, size_rule="reference"
+    )
+    assert {f["name"]: f["method"] for f in small_reference["features"]}["latency_ms"] == "ks"
+
+
+def test_the_size_rule_setting_is_checked() -> None:
+    from llmops.settings import Settings, SettingsError
+
+    assert Settings.from_env({}).drift.size_rule == "smaller"
+    assert Settings.from_env({"LLMOPS_DRIFT_SIZE_RULE": "Reference"}).drift.size_rule == "reference"
+    with pytest.raises(SettingsError, match="LLMOPS_DRIFT_SIZE_RULE"):
+        Settings.from_env({"LLMOPS_DRIFT_SIZE_RULE": "largest"})
+
+
 def test_few_distinct_numbers_are_tested_as_categories() -> None:
     report = run(window(500, 1), window(200, 2))
     messages = feature(report, "messages")
