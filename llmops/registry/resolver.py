@@ -88,6 +88,14 @@ def fetch(settings: Settings, binding: RegistryBinding) -> Resolution:
         tags = dict(version.tags or {})
         return _resolution(binding, str(version.version), tags, None, {})
     prompt = client.get_prompt_version_by_alias(binding.name, binding.alias)
+    variables = sorted(getattr(prompt, "variables", None) or ())
+    if variables:
+        # A call has nothing to fill them with: refuse the version rather than send the
+        # placeholders to the model (a refresh keeps serving the last good version).
+        raise RegistryError(
+            f"{binding.uri} (version {prompt.version}) is a template with variables "
+            f"{', '.join(variables)}; the gateway serves prompts without variables"
+        )
     tags = dict(prompt.tags or {})
     config = _prompt_config(prompt)
     template = prompt.template

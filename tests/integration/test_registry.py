@@ -264,3 +264,29 @@ def test_a_prompt_version_supplies_prompt_deployment_and_parameters(
     assert sent.body["messages"][0]["content"] == "You answer support questions briefly."
     assert (sent.body["temperature"], sent.body["max_tokens"]) == (0.1, 120)
     assert records(tmp_path)[0]["registry"]["kind"] == "prompt"
+
+
+def test_a_prompt_with_variables_is_refused_clearly(
+    fake_upstream: FakeUpstream, store: str, tmp_path: Path
+) -> None:
+    """A call has nothing to fill `{{product}}` with: a clear 503, never the placeholder."""
+    import openai
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=store)
+    client.register_prompt(
+        "templated",
+        "You answer questions about {{product}}.",
+        tags={"llmops.deployment": "dep-prompted"},
+    )
+    client.set_prompt_alias("templated", "production", 1)
+    env = {**env_for(fake_upstream, store, tmp_path)}
+    env["LLMOPS_REGISTRY_MODELS"] = "support-bot=prompts:/templated@production"
+
+    with served_gateway(env) as (url, _):
+        with pytest.raises(openai.APIStatusError) as caught:
+            ask(url)
+
+    assert caught.value.status_code == 503
+    assert "variables product" in str(caught.value.body)
+    assert fake_upstream.calls() == []
