@@ -102,8 +102,9 @@ resource lifecycle 'Microsoft.Storage/storageAccounts/managementPolicies@2023-05
             }
             actions: {
               baseBlob: {
+                // Azure refuses a cool tier that does not come before the delete
                 tierToCool: {
-                  daysAfterModificationGreaterThan: requestLogCoolAfterDays
+                  daysAfterModificationGreaterThan: min(requestLogCoolAfterDays, requestLogRetentionDays - 1)
                 }
                 delete: {
                   daysAfterModificationGreaterThan: requestLogRetentionDays
