@@ -821,6 +821,34 @@ class Redactor:
     # --- internals ---
 
     def _walk(self, root: object, counts: Counter[str] | None) -> object:
+        # The usual shapes first (a list of flat dicts: messages, choices; a flat dict:
+        # parameters), two levels with comprehensions; anything nested deeper goes to the
+        # iterative walk, so deep JSON still cannot exhaust the stack.
+        if type(root) is list:
+            return [
+                self._walk_dict(item, counts)
+                if type(item) is dict
+                else self._walk_deep(item, counts)
+                for item in root
+            ]
+        if type(root) is dict:
+            return self._walk_dict(root, counts)
+        return self._walk_deep(root, counts)
+
+    def _walk_dict(self, source: dict[object, object], counts: Counter[str] | None) -> object:
+        copied: dict[object, object] = {}
+        for key, item in source.items():
+            if isinstance(item, str):
+                if _is_secret_key(key) and item.strip():
+                    item = self._whole_secret(item, counts)
+                else:
+                    item = self._redact(item, counts)
+            elif isinstance(item, dict | list | tuple):
+                item = self._walk_deep(item, counts)
+            copied[key] = item
+        return copied
+
+    def _walk_deep(self, root: object, counts: Counter[str] | None) -> object:
         # Iterative and post-order, so deeply nested JSON cannot exhaust the stack.
         if not isinstance(root, dict | list | tuple):
             return self._redact(root, counts) if isinstance(root, str) else root
@@ -958,5 +986,15 @@ def _rebuild(source: _Container, pairs: list[_Pair]) -> _Container:
     return tuple(values) if isinstance(source, tuple) else values
 
 
+_SECRET_KEYS: dict[str, bool] = {}  # keys seen before (a JSON body has few distinct keys)
+
+
 def _is_secret_key(key: object) -> bool:
-    return isinstance(key, str) and _SECRET_KEY.fullmatch(key) is not None
+    if type(key) is not str:
+        return isinstance(key, str) and _SECRET_KEY.fullmatch(key) is not None
+    known = _SECRET_KEYS.get(key)
+    if known is None:
+        known = _SECRET_KEY.fullmatch(key) is not None
+        if len(_SECRET_KEYS) < 4096:
+            _SECRET_KEYS[key] = known
+    return known

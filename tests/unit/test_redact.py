@@ -7,6 +7,7 @@ import hashlib
 import hmac
 import json
 import re
+from collections import Counter
 from typing import Any
 
 import pytest
@@ -552,3 +553,15 @@ def test_value_never_mutates(value: Any) -> None:
     result = MASK.value(value)
     assert value == before
     assert json.loads(json.dumps(result)) == result
+
+
+@settings(max_examples=200, deadline=None)
+@given(value=json_values)
+def test_the_shallow_fast_path_redacts_as_the_full_walk_does(value: Any) -> None:
+    """`value` takes the usual shapes (a list of flat dicts, a flat dict) with comprehensions;
+    the iterative walk handles everything else. Both must give the same copy and counts."""
+    fast, fast_counts = MASK.value_with_counts(value)
+    counts: Counter[str] = Counter()
+    full = MASK._walk_deep(value, counts)
+    assert fast == full
+    assert fast_counts == counts
