@@ -52,18 +52,11 @@ ROOT = Path(__file__).resolve().parents[1]
 VENV = ROOT / "bench" / ".venv-evidently"
 EVIDENTLY = "evidently==0.7.23"
 PINS = (EVIDENTLY, "pandas<3")
-NUMERIC = (
-    "prompt_tokens",
-    "completion_tokens",
-    "latency_ms",
-    "ttft_ms",
-    "prompt_chars",
-    "messages",
-)
-CATEGORICAL = ("model", "deployment", "finish_reason", "status_class", "consumer")
-TEXT = "prompt_text"
+sys.path.insert(0, str(ROOT))  # the feature names (stdlib-only module, also in the child)
+from llmops.drift.features import CATEGORICAL, NONE, NUMERIC, TEXT  # noqa: E402
+
 SIZE_RULE = "smaller"  # --size-rule: ours, LLMOPS_DRIFT_SIZE_RULE
-NONE = "(none)"
+
 # Evidently's display names of its tests -> ours
 METHODS = {
     "K-S p_value": "ks",
@@ -481,7 +474,6 @@ def main() -> int:
     if args.setup:
         setup_venv()
         return 0
-    sys.path.insert(0, str(ROOT))
     global SIZE_RULE
     SIZE_RULE = args.size_rule
     if args.js_base2:

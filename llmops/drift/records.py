@@ -56,31 +56,17 @@ class Call(msgspec.Struct):
     registry: Any = None
 
 
-class _LooseCall(msgspec.Struct):
-    """Any JSON object: for the rare record whose usage or request has an odd shape."""
-
-    schema_version: Any = None
-    request_id: Any = None
-    received_at: Any = None
-    status: Any = None
-    error: Any = None
-    finish_reason: Any = None
-    usage: Any = None
-    latency_ms: Any = None
-    ttft_ms: Any = None
-    request: Any = None
-    model: Any = None
-    deployment: Any = None
-    consumer: Any = None
-    registry: Any = None
+# The same fields, each any JSON value: for the rare record whose usage or request has an
+# odd shape (then `_tighten` keeps what it can).
+_FIELDS = Call.__struct_fields__
+_LooseCall = msgspec.defstruct("_LooseCall", [(name, Any, None) for name in _FIELDS])
 
 
 _DECODER = msgspec.json.Decoder(Call)
 _LOOSE = msgspec.json.Decoder(_LooseCall)
-_FIELDS = _LooseCall.__struct_fields__
 
 
-def _tighten(loose: _LooseCall) -> Call:
+def _tighten(loose: Any) -> Call:
     """A `Call` from a loosely decoded record: what does not have the expected shape is left
     out (a non-object usage, a request without a list of messages), and a message that is not
     an object still counts as a message, without text."""
