@@ -198,9 +198,8 @@ class HttpUpstream:
             )
         else:
             client_timeout = aiohttp.ClientTimeout(
-                total=time_left_s,
+                total=min(time_left_s, settings.read_timeout_s),
                 sock_connect=settings.connect_timeout_s,
-                sock_read=settings.read_timeout_s,
             )
         response: aiohttp.ClientResponse | None = None
         try:

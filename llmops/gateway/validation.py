@@ -65,7 +65,8 @@ def parse_chat_request(raw: bytes, *, model_required: bool) -> ChatRequest:
         ) from None
     if not isinstance(body, dict):
         raise bad_request("The request body must be a JSON object.", code="invalid_json")
-    if _depth(body) > MAX_DEPTH:
+    # Every level opens a bracket, so a body with few brackets needs no walk (the usual case).
+    if raw.count(b"{") + raw.count(b"[") > MAX_DEPTH and _depth(body) > MAX_DEPTH:
         raise bad_request(
             f"The request body nests deeper than {MAX_DEPTH} levels.", code="invalid_json"
         )
@@ -119,6 +120,13 @@ def _check_messages(body: dict[str, Any]) -> None:
             "'messages' must contain at least one message.", param="messages", code="empty_array"
         )
     for index, message in enumerate(messages):
+        if (
+            isinstance(message, dict)
+            and isinstance(message.get("content"), str)
+            and isinstance(role := message.get("role"), str)
+            and role in ROLES
+        ):
+            continue  # the usual message, valid as it is: skip the checks that name the field
         where = f"messages[{index}]"
         if not isinstance(message, dict):
             raise bad_request(

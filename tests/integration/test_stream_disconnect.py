@@ -1,0 +1,152 @@
+"""A client that leaves a stream: the gateway stops reading the upstream and records it.
+
+`RelayResponse` watches for the disconnect with one asyncio task instead of Starlette's anyio
+task group; these tests hold it to the same behaviour, on a served gateway (uvicorn speaks
+ASGI 2.3) and called directly as an ASGI app under both spec versions.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+from starlette.background import BackgroundTask
+
+from llmops.gateway.http import RelayResponse
+from tests.conftest import GATEWAY_KEY
+from tests.fakes.served import served_gateway
+from tests.fakes.upstream import FakeUpstream, Reply
+
+WORDS = "one two three four five six seven eight nine ten"
+
+
+def _records(store: Path) -> list[dict[str, Any]]:
+    lines = [line for path in store.rglob("*.jsonl") for line in path.read_text().splitlines()]
+    return [json.loads(line) for line in lines]
+
+
+def test_leaving_mid_stream_stops_the_upstream_read_and_is_recorded(
+    azure_env: dict[str, str], fake_upstream: FakeUpstream, tmp_path: Path
+) -> None:
+    # 10+ chunks 0.25 s apart: the whole stream would take about 3 s.
+    fake_upstream.plan("gpt-4o", Reply(chunk_delay_s=0.25))
+    env = {**azure_env, "LLMOPS_LOCAL_STORE_DIR": str(tmp_path / "store")}
+    body = json.dumps(
+        {"model": "gpt-4o", "stream": True, "messages": [{"role": "user", "content": WORDS}]}
+    ).encode()
+    with served_gateway(env) as (url, gateway):
+        port = int(url.rsplit(":", 1)[1])
+        with socket.create_connection(("127.0.0.1", port)) as sock:
+            sock.sendall(
+                b"POST /api/v1/chat/completions HTTP/1.1\r\nHost: x\r\n"
+                b"api-key: " + GATEWAY_KEY.encode() + b"\r\n"
+                b"content-type: application/json\r\ncontent-length: "
+                + str(len(body)).encode()
+                + b"\r\n\r\n"
+                + body
+            )
+            received = b""
+            while b"data: " not in received:  # the stream has begun
+                received += sock.recv(65536)
+        left = time.monotonic()
+        assert gateway.request_log is not None
+        while gateway.request_log.stats["added"] == 0 and time.monotonic() - left < 5:
+            time.sleep(0.02)
+        recorded_after = time.monotonic() - left
+    [record] = _records(tmp_path / "store")
+    assert record["error"]["type"] == "client_disconnected"
+    assert "stopped reading" in record["error"]["message"]
+    # Recorded at the disconnect, not when the upstream finished its ~3 s stream.
+    assert recorded_after < 1.5, recorded_after
+    assert record["latency_ms"] < 2000, record["latency_ms"]
+
+
+async def _chunks(log: list[str]) -> AsyncIterator[bytes]:
+    try:
+        for number in range(5):
+            log.append(f"chunk {number}")
+            yield b"data: %d\n\n" % number
+            await asyncio.sleep(0.05)
+    finally:
+        log.append("closed")
+
+
+async def _serve(spec_version: str, disconnect_after: int | None) -> tuple[list[str], list[Any]]:
+    """Run a RelayResponse as an ASGI app; the client leaves after `disconnect_after` sends."""
+    log: list[str] = []
+    sent: list[Any] = []
+    gone = asyncio.Event()
+
+    async def receive() -> dict[str, Any]:
+        await gone.wait()
+        return {"type": "http.disconnect"}
+
+    async def send(message: dict[str, Any]) -> None:
+        if disconnect_after is not None and len(sent) > disconnect_after:
+            gone.set()
+            if spec_version >= "2.4":
+                raise OSError("client gone")  # what a 2.4 server does
+            return  # what uvicorn (2.3) does: the send is dropped
+        sent.append(message)
+
+    async def after() -> None:
+        log.append("background")
+
+    response = RelayResponse(_chunks(log), background=BackgroundTask(after))
+    scope = {"type": "http", "asgi": {"spec_version": spec_version}}
+    try:
+        await response(scope, receive, send)  # type: ignore[arg-type]
+    except Exception as exc:  # Starlette turns the 2.4 OSError into ClientDisconnect
+        log.append(type(exc).__name__)
+    return log, sent
+
+
+async def test_a_full_stream_is_sent_whole_and_the_background_runs() -> None:
+    log, sent = await _serve("2.3", disconnect_after=None)
+    bodies = [m.get("body") for m in sent if m["type"] == "http.response.body"]
+    assert bodies == [b"data: %d\n\n" % n for n in range(5)] + [b""]
+    assert log == [*(f"chunk {n}" for n in range(5)), "closed", "background"]
+
+
+async def test_a_disconnect_stops_the_relay_closes_it_and_still_runs_the_background() -> None:
+    started = time.monotonic()
+    log, sent = await _serve("2.3", disconnect_after=2)  # gone after the start and two chunks
+    assert time.monotonic() - started < 0.2  # not the whole 0.25 s stream
+    assert "chunk 4" not in log
+    assert log[-2:] == ["closed", "background"]
+    assert not any(m.get("more_body") is False for m in sent)  # never ended as complete
+
+
+async def test_an_asgi_2_4_server_gets_starlettes_own_path() -> None:
+    log, sent = await _serve("2.4", disconnect_after=2)
+    assert "ClientDisconnect" in log and "chunk 4" not in log
+    assert [m["type"] for m in sent] == ["http.response.start"] + ["http.response.body"] * 2
+
+
+async def test_a_cancellation_from_outside_still_cancels() -> None:
+    log: list[str] = []
+    never = asyncio.Event()
+
+    async def receive() -> dict[str, Any]:
+        await never.wait()
+        return {"type": "http.disconnect"}
+
+    async def send(message: dict[str, Any]) -> None:
+        pass
+
+    response = RelayResponse(_chunks(log))
+    task = asyncio.create_task(
+        response({"type": "http", "asgi": {"spec_version": "2.3"}}, receive, send)  # type: ignore[arg-type]
+    )
+    await asyncio.sleep(0.07)
+    task.cancel()
+    try:
+        await task
+    except asyncio.CancelledError:
+        log.append("cancelled")
+    assert log[-1] == "cancelled" and "chunk 4" not in log
