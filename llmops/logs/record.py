@@ -143,6 +143,7 @@ def _parse_answer(info: CallInfo) -> dict[str, Any]:
 def _parse_stream(chunks: Iterable[bytes]) -> dict[str, Any]:
     """Reassemble an SSE chat stream: content and tool calls per choice, usage, errors."""
     choices: dict[int, dict[str, Any]] = {}
+    texts: dict[int, list[str]] = {}  # content pieces per choice, joined once at the end
     usage = None
     error = None
     for line in b"".join(chunks).split(b"\n"):
@@ -179,11 +180,13 @@ def _parse_stream(chunks: Iterable[bytes]) -> dict[str, Any]:
             if delta.get("role"):
                 choice["role"] = delta["role"]
             if isinstance(delta.get("content"), str):
-                choice["content"] = (choice["content"] or "") + delta["content"]
+                texts.setdefault(index, []).append(delta["content"])
             for call in delta.get("tool_calls") or []:
                 _merge_tool_call(choice, call)
             if delta_choice.get("finish_reason"):
                 choice["finish_reason"] = delta_choice["finish_reason"]
+    for index, pieces in texts.items():
+        choices[index]["content"] = "".join(pieces)
     return {"choices": [choices[i] for i in sorted(choices)], "usage": usage, "error": error}
 
 
