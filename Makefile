@@ -6,7 +6,7 @@ HOST   ?= 127.0.0.1
 PORT   ?= 7071
 CHECKOV_VENV := .venv-checkov
 
-.PHONY: run test lint lint-infra unit bench clean
+.PHONY: run test lint lint-infra unit bench bench-instructions clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -52,6 +52,9 @@ unit: $(VENV)/.dev-installed
 
 bench: $(VENV)/.dev-installed
 	$(BIN)/python bench/gateway_overhead.py
+
+bench-instructions: $(VENV)/.dev-installed
+	$(BIN)/python bench/instructions.py
 
 clean:
 	rm -rf $(VENV) $(CHECKOV_VENV) node_modules .mypy_cache .ruff_cache .pytest_cache
