@@ -53,7 +53,7 @@ def create_app(gateway: Gateway, *, tune_gc: bool = False) -> Router:
         (HEALTH_ROUTE, handlers.health, "GET"),
     ]
     routes = [
-        Route(f"{ROUTE_PREFIX}/{path}", _Endpoint(handler), methods=[method])
+        Route(f"{ROUTE_PREFIX}/{path}", _Endpoint(handler), methods=[method], name=handler.__name__)
         for path, handler, method in endpoints
     ]
     # Same paths, every other method: a full match, so the router answers with our 405.

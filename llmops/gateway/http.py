@@ -170,13 +170,18 @@ class RelayResponse(StreamingResponse):
     task group around every stream; here one plain asyncio task waits for the disconnect and
     cancels the relay. Same behaviour, about a third fewer instructions per streamed call
     (bench/instructions.py, docs/benchmarks.md). The relay is closed right away on a
-    disconnect, so the call is recorded then, not when the generator is collected.
+    disconnect, so the call is recorded then, not when the generator is collected. One
+    difference: the cancellation is delivered once, where anyio repeats it at every await, so
+    the relay's clean-up awaits are not cancelled again.
     """
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         spec = scope.get("asgi", {}).get("spec_version", "2.0")
         if scope["type"] != "http" or tuple(map(int, spec.split("."))) >= (2, 4):
-            await super().__call__(scope, receive, send)  # send raises when the client left
+            try:  # send raises when the client left
+                await super().__call__(scope, receive, send)
+            except ClientDisconnect:
+                await self._after_disconnect()
             return
         task = asyncio.current_task()
         assert task is not None
@@ -184,7 +189,11 @@ class RelayResponse(StreamingResponse):
 
         def stop_relay(watcher: asyncio.Task[None]) -> None:
             nonlocal client_left
-            if relaying and not watcher.cancelled() and watcher.exception() is None:
+            if watcher.cancelled():
+                return
+            if (error := watcher.exception()) is not None:
+                log.warning("the client disconnect watcher failed: %r", error)
+            elif relaying:
                 client_left = True
                 task.cancel()
 
@@ -196,12 +205,20 @@ class RelayResponse(StreamingResponse):
             # Ours only when the watcher cancelled and nothing else (a shutdown) did too.
             if not client_left or task.uncancel() > 0:
                 raise
-            close = getattr(self.body_iterator, "aclose", None)
-            if close is not None:
-                await close()
+            relaying = False
+            await self._after_disconnect()
+            return
         finally:
             relaying = False
             watcher.cancel()
+        if self.background is not None:
+            await self.background()
+
+    async def _after_disconnect(self) -> None:
+        """Close the relay now (it records the call) and run the background task."""
+        close = getattr(self.body_iterator, "aclose", None)
+        if close is not None:
+            await close()
         if self.background is not None:
             await self.background()
 

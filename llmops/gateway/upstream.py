@@ -198,8 +198,9 @@ class HttpUpstream:
             )
         else:
             client_timeout = aiohttp.ClientTimeout(
-                total=min(time_left_s, settings.read_timeout_s),
+                total=time_left_s,
                 sock_connect=settings.connect_timeout_s,
+                sock_read=settings.read_timeout_s,
             )
         response: aiohttp.ClientResponse | None = None
         try:

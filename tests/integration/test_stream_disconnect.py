@@ -50,9 +50,12 @@ def test_leaving_mid_stream_stops_the_upstream_read_and_is_recorded(
                 + b"\r\n\r\n"
                 + body
             )
+            sock.settimeout(5)
             received = b""
             while b"data: " not in received:  # the stream has begun
-                received += sock.recv(65536)
+                part = sock.recv(65536)
+                assert part, f"the gateway closed the connection: {received!r}"
+                received += part
         left = time.monotonic()
         assert gateway.request_log is not None
         while gateway.request_log.stats["added"] == 0 and time.monotonic() - left < 5:
@@ -76,8 +79,15 @@ async def _chunks(log: list[str]) -> AsyncIterator[bytes]:
         log.append("closed")
 
 
-async def _serve(spec_version: str, disconnect_after: int | None) -> tuple[list[str], list[Any]]:
-    """Run a RelayResponse as an ASGI app; the client leaves after `disconnect_after` sends."""
+async def _serve(
+    spec_version: str, disconnect_after: int | None, *, slow_send: bool = False
+) -> tuple[list[str], list[Any]]:
+    """Run a RelayResponse as an ASGI app; the client leaves after `disconnect_after` sends.
+
+    With `slow_send`, the send that finds the client gone waits before it returns (as a send
+    blocked on a full socket does), so the disconnect lands in `send` while the relay waits at
+    its `yield`: only an explicit close then runs the relay's clean-up.
+    """
     log: list[str] = []
     sent: list[Any] = []
     gone = asyncio.Event()
@@ -91,6 +101,8 @@ async def _serve(spec_version: str, disconnect_after: int | None) -> tuple[list[
             gone.set()
             if spec_version >= "2.4":
                 raise OSError("client gone")  # what a 2.4 server does
+            if slow_send:
+                await asyncio.sleep(1)
             return  # what uvicorn (2.3) does: the send is dropped
         sent.append(message)
 
@@ -99,10 +111,7 @@ async def _serve(spec_version: str, disconnect_after: int | None) -> tuple[list[
 
     response = RelayResponse(_chunks(log), background=BackgroundTask(after))
     scope = {"type": "http", "asgi": {"spec_version": spec_version}}
-    try:
-        await response(scope, receive, send)  # type: ignore[arg-type]
-    except Exception as exc:  # Starlette turns the 2.4 OSError into ClientDisconnect
-        log.append(type(exc).__name__)
+    await response(scope, receive, send)  # type: ignore[arg-type]
     return log, sent
 
 
@@ -113,7 +122,7 @@ async def test_a_full_stream_is_sent_whole_and_the_background_runs() -> None:
     assert log == [*(f"chunk {n}" for n in range(5)), "closed", "background"]
 
 
-async def test_a_disconnect_stops_the_relay_closes_it_and_still_runs_the_background() -> None:
+async def test_a_disconnect_stops_the_relay_and_still_runs_the_background() -> None:
     started = time.monotonic()
     log, sent = await _serve("2.3", disconnect_after=2)  # gone after the start and two chunks
     assert time.monotonic() - started < 0.2  # not the whole 0.25 s stream
@@ -122,31 +131,49 @@ async def test_a_disconnect_stops_the_relay_closes_it_and_still_runs_the_backgro
     assert not any(m.get("more_body") is False for m in sent)  # never ended as complete
 
 
-async def test_an_asgi_2_4_server_gets_starlettes_own_path() -> None:
+async def test_a_disconnect_during_a_send_closes_the_relay_before_the_background() -> None:
+    started = time.monotonic()
+    log, _ = await _serve("2.3", disconnect_after=2, slow_send=True)
+    assert time.monotonic() - started < 0.5  # the 1 s send was cancelled
+    assert log == ["chunk 0", "chunk 1", "chunk 2", "closed", "background"]
+
+
+async def test_an_asgi_2_4_server_stops_on_its_send_error_and_runs_the_background() -> None:
     log, sent = await _serve("2.4", disconnect_after=2)
-    assert "ClientDisconnect" in log and "chunk 4" not in log
+    assert log == ["chunk 0", "chunk 1", "chunk 2", "closed", "background"]
     assert [m["type"] for m in sent] == ["http.response.start"] + ["http.response.body"] * 2
 
 
-async def test_a_cancellation_from_outside_still_cancels() -> None:
+async def _cancelled_from_outside(together_with_a_disconnect: bool) -> list[str]:
     log: list[str] = []
-    never = asyncio.Event()
+    gone = asyncio.Event()
 
     async def receive() -> dict[str, Any]:
-        await never.wait()
+        await gone.wait()
         return {"type": "http.disconnect"}
 
     async def send(message: dict[str, Any]) -> None:
-        pass
+        if message.get("body") == b"data: 2\n\n":
+            if together_with_a_disconnect:
+                gone.set()  # the watcher's cancel and the outer one land in the same wait
+            asyncio.get_running_loop().call_soon(task.cancel)
+            await asyncio.sleep(0.5)
 
     response = RelayResponse(_chunks(log))
-    task = asyncio.create_task(
-        response({"type": "http", "asgi": {"spec_version": "2.3"}}, receive, send)  # type: ignore[arg-type]
-    )
-    await asyncio.sleep(0.07)
-    task.cancel()
+    scope = {"type": "http", "asgi": {"spec_version": "2.3"}}
+    task = asyncio.create_task(response(scope, receive, send))  # type: ignore[arg-type]
     try:
         await task
     except asyncio.CancelledError:
         log.append("cancelled")
+    return log
+
+
+async def test_a_cancellation_from_outside_still_cancels() -> None:
+    log = await _cancelled_from_outside(together_with_a_disconnect=False)
+    assert log[-1] == "cancelled" and "chunk 4" not in log
+
+
+async def test_a_cancellation_from_outside_is_not_swallowed_by_a_disconnect() -> None:
+    log = await _cancelled_from_outside(together_with_a_disconnect=True)
     assert log[-1] == "cancelled" and "chunk 4" not in log
