@@ -316,6 +316,11 @@ async def _read_body(request: Request, limit: int) -> bytes:
     declared = request.headers.get("content-length")
     if declared and declared.isdigit() and int(declared) > limit:
         raise _too_large(limit)
+    cached = getattr(request, "_body", None)  # read before us: Starlette keeps it here
+    if isinstance(cached, bytes):
+        if len(cached) > limit:
+            raise _too_large(limit)
+        return cached
     # The ASGI messages themselves (what `request.stream()` reads, without its generator).
     parts: list[bytes] = []
     size = 0

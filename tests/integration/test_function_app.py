@@ -8,6 +8,7 @@ request the Python worker would build for an HTTP stream.
 from __future__ import annotations
 
 import ast
+import asyncio
 import functools
 import json
 import subprocess
@@ -180,6 +181,19 @@ async def test_chat_function_called_directly(function_env: FakeUpstream) -> None
     assert response.status_code == 200
     assert json.loads(await body_of(response))["choices"][0]["message"]["content"] == "echo: hi"
     assert function_env.calls()[0].deployment == "gpt-4o"
+
+
+async def test_a_body_the_host_already_read_is_used_not_waited_for(
+    function_env: FakeUpstream,
+) -> None:
+    chat = functions()["chat_completions"].get_user_function()
+    request = make_request(
+        "POST", "/api/v1/chat/completions", CHAT_BODY.encode(), {"api-key": GATEWAY_KEY}
+    )
+    await request.body()  # read before the function runs; receive() now only says disconnect
+    response = await asyncio.wait_for(chat(request), 10)
+    assert response.status_code == 200
+    assert json.loads(await body_of(response))["choices"][0]["message"]["content"] == "echo: hi"
 
 
 async def test_chat_function_streams(function_env: FakeUpstream) -> None:
