@@ -177,3 +177,29 @@ async def test_a_cancellation_from_outside_still_cancels() -> None:
 async def test_a_cancellation_from_outside_is_not_swallowed_by_a_disconnect() -> None:
     log = await _cancelled_from_outside(together_with_a_disconnect=True)
     assert log[-1] == "cancelled" and "chunk 4" not in log
+
+
+async def test_a_client_leaving_as_the_stream_ends_does_not_cancel_the_background() -> None:
+    """The watcher can finish in the loop turn in which the relay ends (a send that yields after
+    the last message, as a wrapping middleware's may): its cancel must not hit what follows."""
+    log: list[str] = []
+    gone = asyncio.Event()
+
+    async def receive() -> dict[str, Any]:
+        await gone.wait()
+        return {"type": "http.disconnect"}
+
+    async def send(message: dict[str, Any]) -> None:
+        if message["type"] == "http.response.body" and not message.get("more_body"):
+            gone.set()  # the server says disconnect once the response is complete
+            await asyncio.sleep(0)  # ... and the watcher sees it before the relay returns
+
+    async def after() -> None:
+        await asyncio.sleep(0.05)
+        log.append("background done")
+
+    response = RelayResponse(_chunks(log), background=BackgroundTask(after))
+    scope = {"type": "http", "asgi": {"spec_version": "2.3"}}
+    await response(scope, receive, send)  # type: ignore[arg-type]
+    assert log[-2:] == ["closed", "background done"]
+    assert "chunk 4" in log
