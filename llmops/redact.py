@@ -837,10 +837,16 @@ class Redactor:
 
     def _walk_dict(self, source: dict[object, object], counts: Counter[str] | None) -> object:
         copied: dict[object, object] = {}
+        short = self._short if counts is None else None
         for key, item in source.items():
             if isinstance(item, str):
-                if _is_secret_key(key) and item.strip():
+                secret = _SECRET_KEYS.get(key) if type(key) is str else None
+                if secret is None:
+                    secret = _is_secret_key(key)
+                if secret and item.strip():
                     item = self._whole_secret(item, counts)
+                elif short is not None and (known := short.get(item)) is not None:
+                    item = known  # a short string seen before (roles, names, short replies)
                 else:
                     item = self._redact(item, counts)
             elif isinstance(item, dict | list | tuple):
