@@ -87,6 +87,8 @@ class CallInfo:
     @property
     def retries(self) -> int:
         """Attempts that repeated a deployment already tried."""
+        if len(self.attempts) < 2:
+            return 0
         seen: set[str] = set()
         count = 0
         for attempt in self.attempts:
@@ -97,6 +99,8 @@ class CallInfo:
     @property
     def fallbacks(self) -> int:
         """How many deployments past the first were tried."""
+        if len(self.attempts) < 2:
+            return 0
         return max(0, len({a.deployment for a in self.attempts}) - 1)
 
 
