@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import shutil
+import socket
 import tempfile
 import threading
 import time
@@ -24,6 +26,24 @@ def sdk_client(url: str, key: str = GATEWAY_KEY, timeout: float = 20) -> OpenAI:
     """The official SDK pointed at a served gateway; its own retries are off, so what a test
     observes is the gateway's behaviour."""
     return OpenAI(base_url=f"{url}/api/v1", api_key=key, max_retries=0, timeout=timeout)
+
+
+def open_stream(url: str, content: str, model: str = "gpt-4o") -> socket.socket:
+    """POST a streamed chat request to a served gateway over a raw socket, as a client that
+    can leave at any moment does; the caller reads (or not) and closes the socket."""
+    body = json.dumps(
+        {"model": model, "stream": True, "messages": [{"role": "user", "content": content}]}
+    ).encode()
+    sock = socket.create_connection(("127.0.0.1", int(url.rsplit(":", 1)[1])))
+    sock.sendall(
+        b"POST /api/v1/chat/completions HTTP/1.1\r\nHost: x\r\n"
+        b"api-key: " + GATEWAY_KEY.encode() + b"\r\n"
+        b"content-type: application/json\r\ncontent-length: "
+        + str(len(body)).encode()
+        + b"\r\n\r\n"
+        + body
+    )
+    return sock
 
 
 @contextmanager

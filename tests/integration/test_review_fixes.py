@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import socket
 import time
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
@@ -24,8 +23,7 @@ from llmops.logs.store import LocalStore
 from llmops.logs.writer import RequestLogWriter
 from llmops.redact import Redactor
 from llmops.settings import LogSettings, Settings
-from tests.conftest import GATEWAY_KEY
-from tests.fakes.served import served_gateway
+from tests.fakes.served import open_stream, served_gateway
 from tests.fakes.upstream import FakeUpstream, Reply
 
 pytestmark = pytest.mark.integration
@@ -77,19 +75,7 @@ def test_client_leaving_before_the_stream_begins_is_recorded(
     fake_upstream.plan("gpt-4o", Reply(delay_s=1.0))
     env = {**azure_env, "LLMOPS_LOCAL_STORE_DIR": str(tmp_path / "store")}
     with served_gateway(env) as (url, gateway):
-        port = int(url.rsplit(":", 1)[1])
-        body = json.dumps(
-            {"model": "gpt-4o", "stream": True, "messages": [{"role": "user", "content": "hi"}]}
-        ).encode()
-        with socket.create_connection(("127.0.0.1", port)) as sock:
-            sock.sendall(
-                b"POST /api/v1/chat/completions HTTP/1.1\r\nHost: x\r\n"
-                b"api-key: " + GATEWAY_KEY.encode() + b"\r\n"
-                b"content-type: application/json\r\ncontent-length: "
-                + str(len(body)).encode()
-                + b"\r\n\r\n"
-                + body
-            )
+        with open_stream(url, "hi"):
             time.sleep(0.3)  # gone while the upstream is still thinking
         time.sleep(1.5)
     [record] = [

@@ -9,17 +9,15 @@ from __future__ import annotations
 
 import asyncio
 import json
-import socket
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 from starlette.background import BackgroundTask
 
 from llmops.gateway.http import RelayResponse
-from tests.conftest import GATEWAY_KEY
-from tests.fakes.served import served_gateway
+from tests.fakes.served import open_stream, served_gateway
 from tests.fakes.upstream import FakeUpstream, Reply
 
 WORDS = "one two three four five six seven eight nine ten"
@@ -36,20 +34,8 @@ def test_leaving_mid_stream_stops_the_upstream_read_and_is_recorded(
     # 10+ chunks 0.25 s apart: the whole stream would take about 3 s.
     fake_upstream.plan("gpt-4o", Reply(chunk_delay_s=0.25))
     env = {**azure_env, "LLMOPS_LOCAL_STORE_DIR": str(tmp_path / "store")}
-    body = json.dumps(
-        {"model": "gpt-4o", "stream": True, "messages": [{"role": "user", "content": WORDS}]}
-    ).encode()
     with served_gateway(env) as (url, gateway):
-        port = int(url.rsplit(":", 1)[1])
-        with socket.create_connection(("127.0.0.1", port)) as sock:
-            sock.sendall(
-                b"POST /api/v1/chat/completions HTTP/1.1\r\nHost: x\r\n"
-                b"api-key: " + GATEWAY_KEY.encode() + b"\r\n"
-                b"content-type: application/json\r\ncontent-length: "
-                + str(len(body)).encode()
-                + b"\r\n\r\n"
-                + body
-            )
+        with open_stream(url, WORDS) as sock:
             sock.settimeout(5)
             received = b""
             while b"data: " not in received:  # the stream has begun
@@ -67,6 +53,16 @@ def test_leaving_mid_stream_stops_the_upstream_read_and_is_recorded(
     # Recorded at the disconnect, not when the upstream finished its ~3 s stream.
     assert recorded_after < 1.5, recorded_after
     assert record["latency_ms"] < 2000, record["latency_ms"]
+
+
+def _receiver(gone: asyncio.Event) -> Callable[[], Awaitable[dict[str, Any]]]:
+    """An ASGI `receive` after the body was read: `http.disconnect` once `gone` is set."""
+
+    async def receive() -> dict[str, Any]:
+        await gone.wait()
+        return {"type": "http.disconnect"}
+
+    return receive
 
 
 async def _chunks(log: list[str]) -> AsyncIterator[bytes]:
@@ -92,10 +88,6 @@ async def _serve(
     sent: list[Any] = []
     gone = asyncio.Event()
 
-    async def receive() -> dict[str, Any]:
-        await gone.wait()
-        return {"type": "http.disconnect"}
-
     async def send(message: dict[str, Any]) -> None:
         if disconnect_after is not None and len(sent) > disconnect_after:
             gone.set()
@@ -111,7 +103,7 @@ async def _serve(
 
     response = RelayResponse(_chunks(log), background=BackgroundTask(after))
     scope = {"type": "http", "asgi": {"spec_version": spec_version}}
-    await response(scope, receive, send)  # type: ignore[arg-type]
+    await response(scope, _receiver(gone), send)  # type: ignore[arg-type]
     return log, sent
 
 
@@ -148,10 +140,6 @@ async def _cancelled_from_outside(together_with_a_disconnect: bool) -> list[str]
     log: list[str] = []
     gone = asyncio.Event()
 
-    async def receive() -> dict[str, Any]:
-        await gone.wait()
-        return {"type": "http.disconnect"}
-
     async def send(message: dict[str, Any]) -> None:
         if message.get("body") == b"data: 2\n\n":
             if together_with_a_disconnect:
@@ -161,7 +149,7 @@ async def _cancelled_from_outside(together_with_a_disconnect: bool) -> list[str]
 
     response = RelayResponse(_chunks(log))
     scope = {"type": "http", "asgi": {"spec_version": "2.3"}}
-    task = asyncio.create_task(response(scope, receive, send))  # type: ignore[arg-type]
+    task = asyncio.create_task(response(scope, _receiver(gone), send))  # type: ignore[arg-type]
     try:
         await task
     except asyncio.CancelledError:
@@ -185,10 +173,6 @@ async def test_a_client_leaving_as_the_stream_ends_does_not_cancel_the_backgroun
     log: list[str] = []
     gone = asyncio.Event()
 
-    async def receive() -> dict[str, Any]:
-        await gone.wait()
-        return {"type": "http.disconnect"}
-
     async def send(message: dict[str, Any]) -> None:
         if message["type"] == "http.response.body" and not message.get("more_body"):
             gone.set()  # the server says disconnect once the response is complete
@@ -200,6 +184,6 @@ async def test_a_client_leaving_as_the_stream_ends_does_not_cancel_the_backgroun
 
     response = RelayResponse(_chunks(log), background=BackgroundTask(after))
     scope = {"type": "http", "asgi": {"spec_version": "2.3"}}
-    await response(scope, receive, send)  # type: ignore[arg-type]
+    await response(scope, _receiver(gone), send)  # type: ignore[arg-type]
     assert log[-2:] == ["closed", "background done"]
     assert "chunk 4" in log
