@@ -29,16 +29,11 @@ def log_run(settings: Settings, report: dict[str, Any], json_name: str, html_nam
     from mlflow.entities import Metric, Param, RunTag
     from mlflow.tracking import MlflowClient
 
+    from llmops.tracing.experiments import experiment_id as find_experiment
+
     uri = settings.traces.tracking_uri
-    if uri.startswith("sqlite:///"):
-        Path(uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+    experiment_id = find_experiment(uri, settings.drift.experiment_name)
     client = MlflowClient(tracking_uri=uri)
-    name = settings.drift.experiment_name
-    experiment = client.get_experiment_by_name(name)
-    if experiment is not None:
-        experiment_id = experiment.experiment_id
-    else:
-        experiment_id = client.create_experiment(name, artifact_location=_local_artifacts(uri))
     report_id = str(report["report_id"])
     found = client.search_runs(
         [experiment_id], filter_string=f"tags.`{REPORT_TAG}` = '{report_id}'", max_results=1
@@ -98,10 +93,3 @@ def _metrics(report: dict[str, Any]) -> dict[str, float]:
     values["current.calls"] = float(report["rates"]["calls"]["current"])
     values["reference.calls"] = float(report["rates"]["calls"]["reference"])
     return values
-
-
-def _local_artifacts(uri: str) -> str | None:
-    """For a local SQLite store, artifacts next to the database (not in the working folder)."""
-    if not uri.startswith("sqlite:///"):
-        return None
-    return (Path(uri.removeprefix("sqlite:///")).parent / "artifacts").resolve().as_uri()

@@ -29,7 +29,6 @@ import random
 import threading
 import time
 from collections import deque
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from llmops.tracing.spans import SPAN_TYPE, TraceParts, trace_parts
@@ -223,10 +222,11 @@ class MlflowTraceSink:
             return False
         self._filter.install()
         try:
-            if uri.startswith("sqlite:///"):
-                Path(uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+            from llmops.tracing.experiments import experiment_id
+
             mlflow.set_tracking_uri(uri)
-            experiment = mlflow.set_experiment(self.settings.experiment_name)
+            found = experiment_id(uri, self.settings.experiment_name)
+            experiment = mlflow.set_experiment(experiment_id=found)
         except ImportError as exc:  # e.g. a local store with only mlflow-skinny installed
             self._retry_at = math.inf
             self._error(

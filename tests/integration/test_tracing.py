@@ -22,6 +22,7 @@ import pytest
 
 from llmops.settings import Settings, SettingsError, TraceSettings
 from llmops.tracing import build_sinks
+from llmops.tracing.experiments import local_artifacts
 from llmops.tracing.mlflow_sink import MlflowTraceSink, sampled
 from llmops.tracing.spans import iso_to_ns, trace_parts
 from tests.fakes.served import sdk_client, served_gateway
@@ -41,7 +42,7 @@ def mlflow_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, s
         patch.delenv("MLFLOW_MODEL_CATALOG_URI", raising=False)  # the sink defaults it
         patch.setenv("MLFLOW_DISABLE_TELEMETRY", "true")  # no usage reports from tests
         patch.delenv("MLFLOW_TRACKING_URI", raising=False)  # mlflow.set_tracking_uri sets it
-        patch.chdir(folder)  # MLflow puts experiment artifacts under ./mlruns by default
+        patch.chdir(folder)  # where MLflow's default ./mlruns would go: checked to stay empty
         yield {
             "MLFLOW_TRACKING_URI": f"sqlite:///{folder}/mlflow.db",
             "LLMOPS_TRACE_FLUSH_TIMEOUT_S": "60",
@@ -118,6 +119,14 @@ def test_every_call_is_one_mlflow_trace(
     records = local_records(tmp_path / "store")
     traces = traces_of(env["MLFLOW_TRACKING_URI"], experiment)
     assert len(traces) == 4  # one trace per call, nothing more after the graceful stop
+    # A local store keeps its artifacts beside the database, not in the working folder.
+    from mlflow import MlflowClient
+
+    found = MlflowClient(tracking_uri=env["MLFLOW_TRACKING_URI"]).get_experiment_by_name(experiment)
+    assert found is not None
+    assert found.artifact_location == local_artifacts(env["MLFLOW_TRACKING_URI"])
+    assert found.artifact_location.endswith("/artifacts")
+    assert not (Path.cwd() / "mlruns").exists()
     for name, request_id in ids.items():
         trace, record = traces[request_id], records[request_id]
         [span] = trace.data.spans
