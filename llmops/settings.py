@@ -17,7 +17,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import partial
-from typing import Literal
+from typing import Literal, cast
 
 # --- Documented environment variable names -------------------------------------------------
 UPSTREAM = "LLMOPS_UPSTREAM"  # azure | openai | mock; default: chosen from what is configured
@@ -108,6 +108,7 @@ DEFAULT_DRIFT_SCHEDULE = "0 0 * * * *"  # hourly, at the top of the hour
 DEFAULT_DRIFT_EXPERIMENT = "llmops-drift"
 
 UpstreamKind = Literal["azure", "openai", "mock"]
+SizeRule = Literal["smaller", "reference"]
 _UPSTREAM_KINDS: tuple[UpstreamKind, ...] = ("azure", "openai", "mock")
 
 
@@ -161,12 +162,7 @@ class LogSettings:
         account = text(STORAGE_ACCOUNT_NAME)
         if blob_uri is None and account is not None:
             blob_uri = f"https://{account}.blob.core.windows.net"
-        mode = (text(REDACT_MODE) or "mask").lower()
-        if mode not in ("mask", "hash", "off"):
-            raise SettingsError(f"{REDACT_MODE}={mode!r} is not one of mask, hash, off")
-        content = (text(LOG_CONTENT) or "on").lower()
-        if content not in ("on", "off", "true", "false", "1", "0"):
-            raise SettingsError(f"{LOG_CONTENT}={content!r} is not on or off")
+        mode = _choice(text(REDACT_MODE), REDACT_MODE, ("mask", "hash", "off"))
         patterns: dict[str, str] = {}
         if text(REDACT_PATTERNS):
             from llmops.redact import parse_extra_patterns
@@ -176,11 +172,8 @@ class LogSettings:
             except ValueError as exc:
                 raise SettingsError(f"{REDACT_PATTERNS}: {exc}") from None
         flush_s = _number(env, LOG_FLUSH_S, 1.0, minimum=0.01, maximum=60)
-        enabled = (text(REQUEST_LOG) or "on").lower()
-        if enabled not in ("on", "off", "true", "false", "1", "0"):
-            raise SettingsError(f"{REQUEST_LOG}={enabled!r} is not on or off")
         return cls(
-            enabled=enabled in ("on", "true", "1"),
+            enabled=_switch(text(REQUEST_LOG), REQUEST_LOG),
             container=text(LOG_CONTAINER) or "request-logs",
             connection_string=text(STORAGE),
             blob_service_uri=blob_uri,
@@ -192,7 +185,7 @@ class LogSettings:
             buffer_records=int(_number(env, LOG_BUFFER_RECORDS, 10_000, minimum=10)),
             upload_timeout_s=_number(env, LOG_UPLOAD_TIMEOUT_S, 10.0, minimum=0.1),
             retry_s=_number(env, LOG_RETRY_S, 5.0, minimum=0.0),
-            content=content in ("on", "true", "1"),
+            content=_switch(text(LOG_CONTENT), LOG_CONTENT),
             redact_mode=mode,  # type: ignore[arg-type]
             redact_salt=text(REDACT_SALT) or "",
             redact_patterns=patterns,
@@ -224,9 +217,7 @@ class TraceSettings:
 
         text = partial(_text, env)
 
-        enabled = (text(TRACING) or "on").lower()
-        if enabled not in ("on", "off", "true", "false", "1", "0"):
-            raise SettingsError(f"{TRACING}={enabled!r} is not on or off")
+        enabled = _switch(text(TRACING), TRACING)
         uri = text(MLFLOW_TRACKING_URI) or DEFAULT_TRACKING_URI
         experiment = text(MLFLOW_EXPERIMENT_NAME) or DEFAULT_EXPERIMENT_NAME
         if uri.startswith("databricks") and not experiment.startswith("/"):
@@ -235,7 +226,7 @@ class TraceSettings:
                 "absolute workspace path, e.g. /Shared/llmops-gateway"
             )
         return cls(
-            enabled=enabled in ("on", "true", "1"),
+            enabled=enabled,
             tracking_uri=uri,
             experiment_name=experiment,
             queue_records=int(_number(env, TRACE_QUEUE_RECORDS, 10_000, minimum=1)),
@@ -259,7 +250,7 @@ class DriftSettings:
     text_sample: int = 5_000
     max_rows: int = 1_000_000
     workers: int = 0  # 0: one per CPU, at most 4; 1: read in the calling process
-    size_rule: Literal["smaller", "reference"] = "smaller"  # whose rows pick the default test
+    size_rule: SizeRule = "smaller"  # whose rows pick the default test
     catchup: int = 24
     experiment_name: str = DEFAULT_DRIFT_EXPERIMENT
     retrain_after: int = 2
@@ -314,7 +305,9 @@ class DriftSettings:
             text_sample=int(_number(env, DRIFT_TEXT_SAMPLE, 5_000, minimum=0)),
             max_rows=int(_number(env, DRIFT_MAX_ROWS, 1_000_000, minimum=100)),
             workers=int(_number(env, DRIFT_WORKERS, 0, minimum=0, maximum=64)),
-            size_rule=_size_rule(text(DRIFT_SIZE_RULE)),
+            size_rule=cast(
+                SizeRule, _choice(text(DRIFT_SIZE_RULE), DRIFT_SIZE_RULE, ("smaller", "reference"))
+            ),
             catchup=int(_number(env, DRIFT_CATCHUP, 24, minimum=1, maximum=10_000)),
             experiment_name=experiment,
             retrain_after=int(_number(env, RETRAIN_AFTER, 2, minimum=1)),
@@ -392,11 +385,8 @@ def retrain_blob_source(env: Mapping[str, str] | None = None) -> str:
     """The retraining trigger's blob source, read when the Functions app is indexed:
     `EventGrid` (the default, the only one Flex Consumption supports) or
     `LogsAndContainerScan` (polling; for `func start` against Azurite)."""
-    raw = _text(os.environ if env is None else env, RETRAIN_BLOB_SOURCE) or "EventGrid"
-    for source in ("EventGrid", "LogsAndContainerScan"):
-        if raw.lower() == source.lower():
-            return source
-    raise SettingsError(f"{RETRAIN_BLOB_SOURCE}={raw!r} is not EventGrid or LogsAndContainerScan")
+    raw = _text(os.environ if env is None else env, RETRAIN_BLOB_SOURCE)
+    return _choice(raw, RETRAIN_BLOB_SOURCE, ("EventGrid", "LogsAndContainerScan"))
 
 
 @dataclass(frozen=True)
@@ -443,10 +433,7 @@ class Settings:
         explicit = text(UPSTREAM)
         upstream: UpstreamKind
         if explicit is not None:
-            lowered = explicit.lower()
-            if lowered not in _UPSTREAM_KINDS:
-                raise SettingsError(f"{UPSTREAM}={explicit!r} is not one of azure, openai, mock")
-            upstream = lowered
+            upstream = cast(UpstreamKind, _choice(explicit, UPSTREAM, _UPSTREAM_KINDS))
         elif azure_endpoint:
             upstream = "azure"
         elif openai_base_url:
@@ -646,13 +633,22 @@ def _names(raw: str, name: str) -> tuple[str, ...]:
     return tuple(items)
 
 
-def _size_rule(raw: str | None) -> Literal["smaller", "reference"]:
-    value = (raw or "smaller").lower()
-    if value == "smaller":
-        return "smaller"
-    if value == "reference":
-        return "reference"
-    raise SettingsError(f"{DRIFT_SIZE_RULE}={raw!r}: expected 'smaller' or 'reference'")
+def _choice(raw: str | None, name: str, choices: tuple[str, ...]) -> str:
+    """One of `choices` (the first when unset), matched whatever the case."""
+    if raw is None:
+        return choices[0]
+    for choice in choices:
+        if raw.lower() == choice.lower():
+            return choice
+    raise SettingsError(f"{name}={raw!r} is not one of {', '.join(choices)}")
+
+
+def _switch(raw: str | None, name: str) -> bool:
+    """An on/off setting (also true/false, 1/0); on when unset."""
+    value = (raw or "on").lower()
+    if value not in ("on", "off", "true", "false", "1", "0"):
+        raise SettingsError(f"{name}={raw!r} is not on or off")
+    return value in ("on", "true", "1")
 
 
 def _number(

@@ -196,7 +196,7 @@ class RegistryResolver:
         # One lookup per model, however many calls wait for it. A call that waited too long
         # gets a 503; the lookup goes on and serves the calls that come after it.
         task = self._first.get(binding.public)
-        if task is None or (task.done() and task.exception() is not None):
+        if task is None or (task.done() and (task.cancelled() or task.exception() is not None)):
             task = self._first[binding.public] = asyncio.get_running_loop().create_task(
                 self._remember(binding)
             )

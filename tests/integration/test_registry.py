@@ -240,21 +240,39 @@ def test_a_model_whose_registry_never_answered_is_a_clear_503(
     assert fake_upstream.calls() == []
 
 
-def test_a_prompt_version_supplies_prompt_deployment_and_parameters(
-    fake_upstream: FakeUpstream, store: str, tmp_path: Path
-) -> None:
+def served_prompt(
+    fake_upstream: FakeUpstream,
+    store: str,
+    tmp_path: Path,
+    template: str,
+    model_config: dict[str, Any] | None = None,
+) -> dict[str, str]:
+    """Register `template` as prompt version 1 (alias production, deployment dep-prompted) and
+    return the environment that serves it as the model `support-bot`."""
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient(tracking_uri=store)
     client.register_prompt(
         "support-prompt",
-        "You answer support questions briefly.",
+        template,
         tags={"llmops.deployment": "dep-prompted"},
-        model_config={"temperature": 0.1, "max_tokens": 120},
+        model_config=model_config,
     )
     client.set_prompt_alias("support-prompt", "production", 1)
-    env = {**env_for(fake_upstream, store, tmp_path)}
-    env["LLMOPS_REGISTRY_MODELS"] = "support-bot=prompts:/support-prompt@production"
+    env = env_for(fake_upstream, store, tmp_path)
+    return {**env, "LLMOPS_REGISTRY_MODELS": "support-bot=prompts:/support-prompt@production"}
+
+
+def test_a_prompt_version_supplies_prompt_deployment_and_parameters(
+    fake_upstream: FakeUpstream, store: str, tmp_path: Path
+) -> None:
+    env = served_prompt(
+        fake_upstream,
+        store,
+        tmp_path,
+        "You answer support questions briefly.",
+        model_config={"temperature": 0.1, "max_tokens": 120},
+    )
 
     with served_gateway(env) as (url, _):
         ask(url)
@@ -271,17 +289,8 @@ def test_a_prompt_with_variables_is_refused_clearly(
 ) -> None:
     """A call has nothing to fill `{{product}}` with: a clear 503, never the placeholder."""
     import openai
-    from mlflow.tracking import MlflowClient
 
-    client = MlflowClient(tracking_uri=store)
-    client.register_prompt(
-        "templated",
-        "You answer questions about {{product}}.",
-        tags={"llmops.deployment": "dep-prompted"},
-    )
-    client.set_prompt_alias("templated", "production", 1)
-    env = {**env_for(fake_upstream, store, tmp_path)}
-    env["LLMOPS_REGISTRY_MODELS"] = "support-bot=prompts:/templated@production"
+    env = served_prompt(fake_upstream, store, tmp_path, "You answer questions about {{product}}.")
 
     with served_gateway(env) as (url, _):
         with pytest.raises(openai.APIStatusError) as caught:
