@@ -64,6 +64,9 @@ MLFLOW_EXPERIMENT_NAME = "MLFLOW_EXPERIMENT_NAME"  # on Databricks an absolute w
 TRACE_QUEUE_RECORDS = "LLMOPS_TRACE_QUEUE_RECORDS"  # records waiting for export; beyond: dropped
 TRACE_FLUSH_TIMEOUT_S = "LLMOPS_TRACE_FLUSH_TIMEOUT_S"  # longest wait for a flush (shutdown, call)
 TRACE_SAMPLE = "LLMOPS_TRACE_SAMPLE"  # share of successful calls traced (0..1); errors: all
+# otlp: batches of spans to an MLflow server's OTLP endpoint (the default for http(s):// URIs);
+# mlflow: MLflow's Python client, one trace at a time (the default for local stores, Databricks)
+TRACE_EXPORT = "LLMOPS_TRACE_EXPORT"
 APPINSIGHTS_CONNECTION_STRING = "APPLICATIONINSIGHTS_CONNECTION_STRING"  # set: OTel metrics
 # "Authorization=AAD;ClientId=<id>": export with Entra ID (a resource with local auth off)
 APPINSIGHTS_AUTHENTICATION_STRING = "APPLICATIONINSIGHTS_AUTHENTICATION_STRING"
@@ -203,6 +206,7 @@ class TraceSettings:
     queue_records: int = 10_000
     flush_timeout_s: float = 10.0
     sample: float = 1.0  # share of successful calls traced, by trace id; failed calls: all
+    export: Literal["otlp", "mlflow"] = "mlflow"  # how traces leave (LLMOPS_TRACE_EXPORT)
     appinsights_connection_string: str | None = field(default=None, repr=False)
     appinsights_authentication: str | None = None  # APPLICATIONINSIGHTS_AUTHENTICATION_STRING
 
@@ -225,10 +229,19 @@ class TraceSettings:
                 f"{MLFLOW_EXPERIMENT_NAME}={experiment!r}: on Databricks an experiment is an "
                 "absolute workspace path, e.g. /Shared/llmops-gateway"
             )
+        server = uri.split(":", 1)[0].lower() in ("http", "https")
+        exports = ("otlp", "mlflow") if server else ("mlflow", "otlp")  # the first: the default
+        export = _choice(text(TRACE_EXPORT), TRACE_EXPORT, exports)
+        if export == "otlp" and not server:
+            raise SettingsError(
+                f"{TRACE_EXPORT}=otlp needs an MLflow tracking server (http:// or https://), "
+                f"not {MLFLOW_TRACKING_URI}={uri!r}"
+            )
         return cls(
             enabled=enabled,
             tracking_uri=uri,
             experiment_name=experiment,
+            export="otlp" if export == "otlp" else "mlflow",
             queue_records=int(_number(env, TRACE_QUEUE_RECORDS, 10_000, minimum=1)),
             flush_timeout_s=_number(env, TRACE_FLUSH_TIMEOUT_S, 10.0, minimum=0.0),
             sample=_number(env, TRACE_SAMPLE, 1.0, minimum=0.0, maximum=1.0),

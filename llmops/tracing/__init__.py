@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 if TYPE_CHECKING:
@@ -31,11 +31,27 @@ class FlushableSink(Protocol):
     def close(self, timeout: float | None = None) -> None: ...
 
 
+@runtime_checkable
+class AsyncFlushableSink(Protocol):
+    """A sink whose background work runs on the event loop: `aflush` and `aclose` await it."""
+
+    def __call__(self, records: list[dict[str, Any]]) -> None: ...
+
+    async def aflush(self, within_s: float | None = None) -> bool: ...
+
+    async def aclose(self, within_s: float | None = None) -> None: ...
+
+
 def build_sinks(settings: TraceSettings) -> list[RecordSink]:
-    """The sinks the settings ask for: MLflow traces (`LLMOPS_TRACING`, on by default) and
-    Azure Monitor metrics (when `APPLICATIONINSIGHTS_CONNECTION_STRING` is set)."""
+    """The sinks the settings ask for: MLflow traces (`LLMOPS_TRACING`, on by default; over
+    OTLP to a tracking server, else through MLflow's client) and Azure Monitor metrics (when
+    `APPLICATIONINSIGHTS_CONNECTION_STRING` is set)."""
     sinks: list[RecordSink] = []
-    if settings.enabled:
+    if settings.enabled and settings.export == "otlp":
+        from llmops.tracing.otlp import OtlpTraceSink
+
+        sinks.append(OtlpTraceSink(settings))
+    elif settings.enabled:
         from llmops.tracing.mlflow_sink import MlflowTraceSink
 
         sinks.append(MlflowTraceSink(settings))
@@ -49,11 +65,12 @@ def build_sinks(settings: TraceSettings) -> list[RecordSink]:
 async def flush_sinks(sinks: Sequence[object], *, close: bool = False) -> None:
     """Flush (or close) every sink that has background work, off the event loop, together.
     Each waits at most its own flush timeout; failures are logged, never raised."""
-    work = [
-        asyncio.to_thread(sink.close if close else sink.flush)
-        for sink in sinks
-        if isinstance(sink, FlushableSink)
-    ]
+    work: list[Awaitable[object]] = []
+    for sink in sinks:
+        if isinstance(sink, AsyncFlushableSink):
+            work.append(sink.aclose() if close else sink.aflush())
+        elif isinstance(sink, FlushableSink):
+            work.append(asyncio.to_thread(sink.close if close else sink.flush))
     for result in await asyncio.gather(*work, return_exceptions=True):
         if isinstance(result, BaseException):
             log.error(

@@ -25,13 +25,12 @@ import importlib.metadata
 import logging
 import math
 import os
-import random
 import threading
 import time
 from collections import deque
 from typing import TYPE_CHECKING, Any
 
-from llmops.tracing.spans import SPAN_TYPE, TraceParts, trace_parts
+from llmops.tracing.spans import SPAN_TYPE, TraceParts, sampled, trace_parts
 
 if TYPE_CHECKING:
     from llmops.settings import TraceSettings
@@ -364,17 +363,6 @@ class _MlflowFailures(logging.Filter):
             for name in _MLFLOW_LOGGERS:
                 logging.getLogger(name).removeFilter(self)
             self.installed = False
-
-
-def sampled(record: dict[str, Any], share: float) -> bool:
-    """Whether a record is traced: every failed call; of the others, `share`, chosen by trace
-    id (its last 8 hex digits are random), so the calls of one caller trace go together."""
-    if record.get("error") or (record.get("status") or 0) >= 400:
-        return True
-    try:
-        return int(str(record.get("trace_id"))[-8:], 16) < share * 0x1_0000_0000
-    except ValueError:
-        return random.random() < share
 
 
 def _in_process_store(uri: str) -> bool:

@@ -12,8 +12,10 @@ the error the client got.
 from __future__ import annotations
 
 import calendar
+import random
 from dataclasses import dataclass, field
 from datetime import datetime
+from functools import lru_cache
 from typing import Any
 
 # MLflow's reserved attribute keys (mlflow.tracing.constant.SpanAttributeKey / TokenUsageKey).
@@ -57,9 +59,22 @@ class TraceParts:
 
 
 def iso_to_ns(value: str) -> int:
-    """Nanoseconds since the epoch of a record timestamp (`YYYY-MM-DDTHH:MM:SS.ffffffZ`)."""
-    moment = datetime.strptime(value, "%Y-%m-%dT%H:%M:%S.%fZ")
+    """Nanoseconds since the epoch of a record timestamp (`YYYY-MM-DDTHH:MM:SS.ffffffZ`).
+
+    A record's three timestamps share their minute, and a batch's records mostly do: the
+    minute is parsed once (cached), seconds and microseconds are read from fixed positions.
+    """
+    if len(value) == 27 and value[16] == ":" and value[19] == "." and value[26] == "Z":
+        seconds = _minute_epoch(value[:16]) + int(value[17:19])
+        return (seconds * 1_000_000 + int(value[20:26])) * 1000
+    moment = datetime.strptime(value, "%Y-%m-%dT%H:%M:%S.%fZ")  # raises on anything else
     return (calendar.timegm(moment.timetuple()) * 1_000_000 + moment.microsecond) * 1000
+
+
+@lru_cache(maxsize=256)
+def _minute_epoch(minute: str) -> int:
+    """Seconds since the epoch of `YYYY-MM-DDTHH:MM` (UTC)."""
+    return calendar.timegm(datetime.strptime(minute, "%Y-%m-%dT%H:%M").timetuple())
 
 
 def trace_parts(record: dict[str, Any]) -> TraceParts:
@@ -173,3 +188,14 @@ def _tag(value: Any) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
     return str(value)
+
+
+def sampled(record: dict[str, Any], share: float) -> bool:
+    """Whether a record is traced: every failed call; of the others, `share`, chosen by trace
+    id (its last 8 hex digits are random), so the calls of one caller trace go together."""
+    if record.get("error") or (record.get("status") or 0) >= 400:
+        return True
+    try:
+        return int(str(record.get("trace_id"))[-8:], 16) < share * 0x1_0000_0000
+    except ValueError:
+        return random.random() < share

@@ -24,7 +24,9 @@ from llmops.settings import Settings, SettingsError, TraceSettings
 from llmops.tracing import build_sinks
 from llmops.tracing.experiments import local_artifacts
 from llmops.tracing.mlflow_sink import MlflowTraceSink, sampled
+from llmops.tracing.otlp import OtlpTraceSink
 from llmops.tracing.spans import iso_to_ns, trace_parts
+from tests.fakes.mlflow_server import MlflowServer
 from tests.fakes.served import sdk_client, served_gateway
 from tests.fakes.upstream import FakeUpstream, content_filter_prompt
 
@@ -69,21 +71,44 @@ def traces_of(uri: str, experiment: str) -> dict[str, Any]:
     return {t.info.tags["llmops.request_id"]: t for t in traces}
 
 
+@pytest.fixture(scope="module")
+def mlflow_server() -> Iterator[MlflowServer]:
+    with MlflowServer() as server:
+        yield server
+
+
+@pytest.fixture(params=["local store, MLflow client", "tracking server, OTLP"])
+def trace_store(request: pytest.FixtureRequest, mlflow_env: dict[str, str]) -> dict[str, str]:
+    """Where traces go: a local SQLite store through MLflow's client, or a real `mlflow
+    server` over OTLP (the default export for an http:// tracking URI)."""
+    if request.param.startswith("local"):
+        return mlflow_env
+    server: MlflowServer = request.getfixturevalue("mlflow_server")
+    return {"MLFLOW_TRACKING_URI": server.url, "LLMOPS_TRACE_FLUSH_TIMEOUT_S": "60"}
+
+
+def wait_for(sink: Any, key: str, count: int, seconds: float = 60) -> None:
+    deadline = time.monotonic() + seconds
+    while sink.stats[key] < count and time.monotonic() < deadline:
+        time.sleep(0.05)
+
+
 def test_every_call_is_one_mlflow_trace(
     azure_env: dict[str, str],
     fake_upstream: FakeUpstream,
-    mlflow_env: dict[str, str],
+    trace_store: dict[str, str],
     tmp_path: Path,
 ) -> None:
     experiment = f"calls-{uuid.uuid4().hex[:8]}"
     env = {
         **azure_env,
-        **mlflow_env,
+        **trace_store,
         "MLFLOW_EXPERIMENT_NAME": experiment,
         "LLMOPS_TRACING": "on",
         "LLMOPS_LOCAL_STORE_DIR": str(tmp_path / "store"),
         "LLMOPS_LOG_FLUSH_S": "0.05",
     }
+    server = env["MLFLOW_TRACKING_URI"].startswith("http")
     fake_upstream.plan("filtered", content_filter_prompt())
     ids: dict[str, str] = {}
     with served_gateway(env) as (url, gateway):
@@ -107,30 +132,33 @@ def test_every_call_is_one_mlflow_trace(
 
         assert gateway.request_log is not None
         [sink] = gateway.request_log.sinks
-        assert isinstance(sink, MlflowTraceSink)
-        deadline = time.monotonic() + 30
-        while sink.stats["queued"] < 4 and time.monotonic() < deadline:
-            time.sleep(0.05)  # the request log hands records over in batches
-        # flush() returns once MLflow has written everything queued so far.
-        assert sink.flush(timeout=60)
+        assert isinstance(sink, OtlpTraceSink if server else MlflowTraceSink)
+        wait_for(sink, "queued", 4)  # the request log hands records over in batches
+        if isinstance(sink, MlflowTraceSink):
+            # flush() returns once MLflow has written everything queued so far.
+            assert sink.flush(timeout=60)
+        else:
+            wait_for(sink, "traced", 4)  # one POST as soon as the batch is built
         assert set(traces_of(env["MLFLOW_TRACKING_URI"], experiment)) == set(ids.values())
     assert sink.stats == {"queued": 4, "dropped": 0, "sampled_out": 0, "traced": 4, "errors": 0}
 
     records = local_records(tmp_path / "store")
     traces = traces_of(env["MLFLOW_TRACKING_URI"], experiment)
     assert len(traces) == 4  # one trace per call, nothing more after the graceful stop
-    # A local store keeps its artifacts beside the database, not in the working folder.
-    from mlflow import MlflowClient
+    if not server:  # a local store keeps its artifacts beside the database, not in the cwd
+        from mlflow import MlflowClient
 
-    found = MlflowClient(tracking_uri=env["MLFLOW_TRACKING_URI"]).get_experiment_by_name(experiment)
-    assert found is not None
-    assert found.artifact_location == local_artifacts(env["MLFLOW_TRACKING_URI"])
-    assert found.artifact_location.endswith("/artifacts")
+        uri = env["MLFLOW_TRACKING_URI"]
+        found = MlflowClient(tracking_uri=uri).get_experiment_by_name(experiment)
+        assert found is not None
+        assert found.artifact_location == local_artifacts(uri)
+        assert found.artifact_location.endswith("/artifacts")
     assert not (Path.cwd() / "mlruns").exists()
     for name, request_id in ids.items():
         trace, record = traces[request_id], records[request_id]
         [span] = trace.data.spans
         assert span.span_type == "CHAT_MODEL" and span.name == f"chat {record['model']}"
+        assert trace.info.trace_metadata["mlflow.trace.user"] == "team-a"
         assert span.start_time_ns == iso_to_ns(record["received_at"])
         assert span.end_time_ns == iso_to_ns(record["done_at"])
         assert trace.info.tags["llmops.trace_id"] == record["trace_id"]
