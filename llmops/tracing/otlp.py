@@ -46,13 +46,18 @@ log = logging.getLogger("llmops.tracing")
 OTLP_PATH = "/v1/traces"
 EXPERIMENT_HEADER = "x-mlflow-experiment-id"
 TAG_ATTRIBUTE = "mlflow.traceTag."  # a root-span attribute MLflow stores as a trace tag
-BATCH_SPANS = 500  # spans per POST
+BATCH_SPANS = 500  # spans per POST, at most
+MAX_POST_BYTES = 4 * 1024 * 1024  # and a POST ends with the span that crosses this size
 ATTEMPTS = 3  # tries per batch (429, 5xx, connection errors, timeouts)
 DOWN_S = 30.0  # after a batch failed for good, records are not tried for this long
 REQUEST_TIMEOUT_S = 10.0
 _SLICE = 16  # spans built between two yields to the event loop (~0.3 ms here)
 _RESOURCE = {"attributes": [{"key": "service.name", "value": {"stringValue": "llmops-gateway"}}]}
 _SCOPE = {"name": "llmops.gateway", "version": __version__}
+_EMPTY = orjson.dumps(
+    {"resourceSpans": [{"resource": _RESOURCE, "scopeSpans": [{"scope": _SCOPE, "spans": []}]}]}
+)
+_HEAD, _, _TAIL = _EMPTY.rpartition(b'"spans":[]')  # a request is HEAD "spans":[...] TAIL
 
 
 def otlp_span(parts: TraceParts) -> dict[str, Any]:
@@ -89,10 +94,9 @@ def otlp_span(parts: TraceParts) -> dict[str, Any]:
     return span
 
 
-def otlp_request(spans: list[dict[str, Any]]) -> bytes:
-    """An OTLP/JSON `ExportTraceServiceRequest` body holding `spans`."""
-    scope_spans = [{"scope": _SCOPE, "spans": spans}]
-    return orjson.dumps({"resourceSpans": [{"resource": _RESOURCE, "scopeSpans": scope_spans}]})
+def otlp_request(spans: list[bytes]) -> bytes:
+    """An OTLP/JSON `ExportTraceServiceRequest` body holding `spans` (each already JSON)."""
+    return b"".join((_HEAD, b'"spans":[', b",".join(spans), b"]", _TAIL))
 
 
 def _attribute(key: str, value: Any) -> dict[str, Any]:
@@ -121,6 +125,7 @@ class OtlpTraceSink:
         self.base_url = settings.tracking_uri.rstrip("/")
         self.stats = {"queued": 0, "dropped": 0, "sampled_out": 0, "traced": 0, "errors": 0}
         self._pending: list[dict[str, Any]] = []
+        self._in_flight = 0  # records taken from the queue and not yet counted
         self._task: asyncio.Task[None] | None = None
         self._session: aiohttp.ClientSession | None = None
         self._experiment_id: str | None = None
@@ -174,9 +179,11 @@ class OtlpTraceSink:
         if self._task is not None and not self._task.done():
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
+            left += self._in_flight
+            self.stats["dropped"] += self._in_flight
         if not done:
             log.warning(
-                "MLflow had not taken every trace at shutdown: %d queued traces dropped (%s)",
+                "MLflow had not taken every trace at shutdown: %d traces dropped (%s)",
                 left,
                 self.base_url,
             )
@@ -194,20 +201,32 @@ class OtlpTraceSink:
             if time.monotonic() < self._down_until:
                 self.stats["errors"] += len(batch)
                 continue
-            spans = []
+            self._in_flight = len(batch)
+            spans: list[bytes] = []
+            size = 0
             for start in range(0, len(batch), _SLICE):
                 for record in batch[start : start + _SLICE]:
                     try:
-                        spans.append(otlp_span(trace_parts(record)))
+                        span = orjson.dumps(otlp_span(trace_parts(record)))
                     except Exception as exc:
+                        self._in_flight -= 1
                         self._error(f"could not trace {record.get('request_id')}: {exc!r}")
+                        continue
+                    spans.append(span)
+                    size += len(span)
+                    if size >= MAX_POST_BYTES:
+                        await self._send(spans)
+                        self._in_flight -= len(spans)
+                        spans, size = [], 0
                 await asyncio.sleep(0)
             if spans:
-                await self._send(otlp_request(spans), len(spans))
+                await self._send(spans)
+            self._in_flight = 0
 
-    async def _send(self, body: bytes, count: int) -> None:
+    async def _send(self, spans: list[bytes]) -> None:
         import aiohttp
 
+        body, count = otlp_request(spans), len(spans)
         problem = ""
         for attempt in range(ATTEMPTS):
             wait = backoff_seconds(attempt)
