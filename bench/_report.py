@@ -18,7 +18,7 @@ from _runner import Run
 
 SIDES = ("direct", "floor", "gateway")
 PROXIES = ("floor", "gateway")
-LOGGED = "gateway+log"  # the gateway with LLMOPS_REQUEST_LOG=on
+LOGGED = "gateway+log"  # the gateway with its request log and traces (over OTLP) on
 ALL_PROXIES = (*PROXIES, LOGGED)
 THROUGHPUT = ("chat c=16", "chat c=64", "stream c=16", "slow c=64")  # scenarios under load
 CPU_ROWS = ("chat c=1", "chat c=64", "stream c=16")  # scenarios with a CPU-per-request row
@@ -36,6 +36,7 @@ class Findings:
     litellm: str = ""  # why LiteLLM Proxy was not measured, when it was asked for
     litellm_memory_mb: tuple[float, float] = (0.0, 0.0)
     log_records: dict[str, dict[str, int]] = field(default_factory=dict)  # per gateway+log
+    traces: dict[str, int] = field(default_factory=dict)  # the OTLP POSTs of every gateway+log
 
     def med(self, key: str, attr: str) -> float:
         """Median of one figure across rounds."""
@@ -337,4 +338,14 @@ def log_table(f: Findings) -> list[list[str]]:
         "",
     )
     row("  left in the spool", "", f"{total['spooled']} records", "")
+    t = f.traces
+    if t:
+        row(
+            "traces: OTLP POSTs answered 200 / sent, MB sent",
+            "",
+            f"{t['ok']:,} / {t['posts']:,}, {t['bytes'] / 1e6:,.1f} MB",
+            f"{t['warnings']} trace warnings (drops, failures)",
+            "all 200, no warning",
+            t["posts"] > 0 and t["ok"] == t["posts"] and t["warnings"] == 0,
+        )
     return rows

@@ -58,6 +58,11 @@ SSE_BODY = (
 )
 
 CHAT_PATH = "/v1/chat/completions"
+# nginx also stands in for an MLflow server taking the gateway's traces over OTLP: it answers the
+# experiment lookup and every POST /v1/traces (200, body discarded), and logs each POST's status
+# and Content-Length to OTLP_LOG.
+OTLP_LOG = "otlp.log"
+EXPERIMENT_BODY = b'{"experiment":{"experiment_id":"1"}}'
 STREAM_PATH = "/stream/v1/chat/completions"
 
 
@@ -84,8 +89,19 @@ http {{
 {temps}
     keepalive_requests 10000000;
     keepalive_timeout 300s;
+    log_format otlp '$status $content_length';
     server {{
         listen 127.0.0.1:{port};
+        client_max_body_size 0;
+        location = /api/2.0/mlflow/experiments/get-by-name {{
+            default_type application/json;
+            return 200 {_nginx_string(EXPERIMENT_BODY)};
+        }}
+        location = /v1/traces {{
+            access_log {prefix}/{OTLP_LOG} otlp;
+            default_type application/json;
+            return 200 '{{}}';
+        }}
         location = {CHAT_PATH} {{
             default_type application/json;
             return 200 {_nginx_string(CHAT_BODY)};

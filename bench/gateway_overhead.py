@@ -52,19 +52,22 @@ from _runner import (
     wait_ok,
     wrk,
 )
-from fake_upstream import CHAT_PATH
+from fake_upstream import CHAT_PATH, OTLP_LOG
 
 SCENARIOS = [("chat", 1), ("chat", 16), ("chat", 64), ("stream", 1), ("stream", 16), ("slow", 64)]
 QUICK = {"duration": 2, "rounds": 2, "ttfb_requests": 100, "import_rounds": 5}
 Starter = Callable[[Processes, str, str], tuple[int, int, float]]
 
 
-def log_starter(tmp: Path) -> Starter:
-    """`llmops serve` with the request log on and tracing off (the variable is harmless where
-    tracing does not exist), each process with its own local store and spool under tmp/NAME."""
+def log_starter(tmp: Path, traces_port: int) -> Starter:
+    """`llmops serve` with the request log and traces on, each process with its own local
+    store and spool under tmp/NAME; traces go over OTLP to nginx on `traces_port`, which
+    stands in for an MLflow server as it stands in for the upstream (fake_upstream.py)."""
 
     def start(procs: Processes, name: str, base_url: str) -> tuple[int, int, float]:
-        extra = {"LLMOPS_REQUEST_LOG": "on", "LLMOPS_TRACING": "off"}
+        extra = {"LLMOPS_REQUEST_LOG": "on", "LLMOPS_TRACING": "on"}
+        extra.update(MLFLOW_TRACKING_URI=f"http://127.0.0.1:{traces_port}")
+        extra.update(MLFLOW_EXPERIMENT_NAME="bench", LLMOPS_TRACE_EXPORT="otlp")
         extra.update(LLMOPS_LOCAL_STORE_DIR=str(tmp / name / "store"))
         extra.update(LLMOPS_SPOOL_DIR=str(tmp / name / "spool"))
         return start_gateway(procs, name, base_url, extra)
@@ -94,6 +97,21 @@ def log_records(tmp: Path, procs: Processes) -> dict[str, dict[str, int]]:
             "spooled": sum(len(path.read_bytes().splitlines()) for path in spool),
         }
     return found
+
+
+def trace_posts(tmp: Path, logs: Path) -> dict[str, int]:
+    """What the gateway+log processes sent as traces: nginx's log of the OTLP POSTs (how many,
+    how many answered 200, bytes), and the trace warnings in those processes' output (a
+    dropped or failed trace is logged)."""
+    lines = (tmp / OTLP_LOG).read_text().split() if (tmp / OTLP_LOG).exists() else []
+    statuses, sizes = lines[0::2], [int(n) for n in lines[1::2]]
+    warnings = 0
+    for path in logs.glob(f"{LOGGED}-*.log"):
+        text = path.read_text(errors="replace")
+        warnings += sum(text.count(m) for m in ("MLflow tracing failed", "trace queue full"))
+        warnings += text.count("had not taken every trace")
+    ok = statuses.count("200")
+    return {"posts": len(statuses), "ok": ok, "bytes": sum(sizes), "warnings": warnings}
 
 
 def import_times(rounds: int) -> dict[str, list[float]]:
@@ -156,7 +174,7 @@ def measure(args: argparse.Namespace, procs: Processes, tmp: Path, f: Findings) 
     slow_port = start_slow_upstream(procs, 50)
     say(f"nginx on :{nginx_port}, slow upstream on :{slow_port}; starting the proxies")
     starters: dict[str, Starter] = {"floor": start_floor, "gateway": start_gateway}
-    starters[LOGGED] = log_starter(tmp)
+    starters[LOGGED] = log_starter(tmp, nginx_port)
     # first, unmeasured proxies fill the bytecode cache: the start-up figures are warm ones
     for side, start in starters.items():
         start(procs, f"{side}-warm-up", f"http://127.0.0.1:{nginx_port}/v1")
@@ -243,6 +261,7 @@ def main() -> int:
         finally:
             procs.stop_all()  # SIGTERM: the gateways flush their request logs
         findings.log_records = log_records(Path(tmp), procs)
+        findings.traces = trace_posts(Path(tmp), procs.logs)
     say(f"imports: {args.import_rounds} fresh interpreters per module")
     findings.imports_s = import_times(args.import_rounds)
     rows, log_rows = table(findings), log_table(findings)
