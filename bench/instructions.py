@@ -17,7 +17,8 @@ instructions / calls. The sides:
 
 - **floor**: `floor_proxy.py` (uvicorn + Starlette + aiohttp, forwarding the raw body);
 - **gateway**: `llmops serve`, request log off;
-- **gateway+log**: the same with the request log on, writing JSON Lines to a temp folder.
+- **gateway+log**: the same with the request log on, writing JSON Lines to a temp folder, and
+  traces on, sent over OTLP to nginx (standing in for an MLflow server).
   Batches are cut by size only (`LLMOPS_LOG_FLUSH_S=60`, 500 records a batch), so that
   valgrind's slowdown does not change how many records a batch holds.
 
@@ -68,8 +69,12 @@ def proxy_argv(
         return [*argv, "--no-proxy-headers", "--no-server-header"], env
     ours = ("LLMOPS_", "AZURE_", "OPENAI", "AzureWebJobs", "FUNCTIONS_", "APPLICATIONINSIGHTS_")
     env = {k: v for k, v in python_env().items() if not k.startswith(ours)}
-    env.update(OPENAI_BASE_URL=upstream, LLMOPS_UPSTREAM="openai", LLMOPS_TRACING="off")
-    env.update(LLMOPS_REQUEST_LOG="on" if side == "gateway+log" else "off")
+    env.update(OPENAI_BASE_URL=upstream, LLMOPS_UPSTREAM="openai")
+    logged = side == "gateway+log"  # the request log, and traces over OTLP to nginx
+    env.update(
+        LLMOPS_REQUEST_LOG="on" if logged else "off", LLMOPS_TRACING="on" if logged else "off"
+    )
+    env.update(MLFLOW_TRACKING_URI=upstream.removesuffix("/v1"), MLFLOW_EXPERIMENT_NAME="bench")
     env.update(LLMOPS_LOCAL_STORE_DIR=str(store), LLMOPS_SPOOL_DIR=str(store / "spool"))
     env.update(LLMOPS_LOG_FLUSH_S="60", LLMOPS_LOG_BATCH_RECORDS="500")
     argv = [python, "-m", "llmops.cli", "serve", "--port", str(port), "--log-level", "warning"]

@@ -110,6 +110,7 @@ var appSettings = {
   LLMOPS_TRACING: tracingOn ? 'on' : 'off'
   MLFLOW_TRACKING_URI: mlflowTrackingUri
   MLFLOW_EXPERIMENT_NAME: mlflowExperimentName
+  LLMOPS_TRACE_EXPORT: ''
   LLMOPS_TRACE_SAMPLE: ''
   LLMOPS_TRACE_QUEUE_RECORDS: ''
   LLMOPS_TRACE_FLUSH_TIMEOUT_S: ''

@@ -54,6 +54,8 @@ REQUEST_TIMEOUT_S = 10.0
 _SLICE = 16  # spans built between two yields to the event loop (~0.3 ms here)
 _RESOURCE = {"attributes": [{"key": "service.name", "value": {"stringValue": "llmops-gateway"}}]}
 _SCOPE = {"name": "llmops.gateway", "version": __version__}
+_SPAN_TYPE = {"key": "mlflow.spanType", "value": {"stringValue": SPAN_TYPE}}
+_OK = {"code": 1}
 _EMPTY = orjson.dumps(
     {"resourceSpans": [{"resource": _RESOURCE, "scopeSpans": [{"scope": _SCOPE, "spans": []}]}]}
 )
@@ -63,16 +65,26 @@ _HEAD, _, _TAIL = _EMPTY.rpartition(b'"spans":[]')  # a request is HEAD "spans":
 def otlp_span(parts: TraceParts) -> dict[str, Any]:
     """One call's span in OTLP/JSON, with MLflow's attributes."""
     attributes = [
-        _attribute("mlflow.spanType", SPAN_TYPE),
-        _attribute("mlflow.spanInputs", parts.inputs),
+        _SPAN_TYPE,
+        {"key": "mlflow.spanInputs", "value": {"stringValue": _json(parts.inputs)}},
     ]
     if parts.outputs is not None:
-        attributes.append(_attribute("mlflow.spanOutputs", parts.outputs))
-    attributes += [_attribute(key, value) for key, value in parts.attributes.items()]
-    attributes += [
-        {"key": TAG_ATTRIBUTE + key, "value": {"stringValue": value}}
-        for key, value in parts.tags.items()
-    ]
+        outputs = _json(parts.outputs)
+        attributes.append({"key": "mlflow.spanOutputs", "value": {"stringValue": outputs}})
+    for key, value in parts.attributes.items():
+        kind = type(value)
+        if kind is str:
+            attributes.append({"key": key, "value": {"stringValue": value}})
+        elif kind is int:
+            attributes.append({"key": key, "value": {"intValue": value}})
+        elif kind is float:
+            attributes.append({"key": key, "value": {"doubleValue": value}})
+        elif kind is bool:
+            attributes.append({"key": key, "value": {"boolValue": value}})
+        else:  # MLflow reads JSON text as the value it encodes
+            attributes.append({"key": key, "value": {"stringValue": _json(value)}})
+    for key, value in parts.tags.items():
+        attributes.append({"key": TAG_ATTRIBUTE + key, "value": {"stringValue": value}})
     user = parts.metadata.get(TRACE_USER)
     if user:
         attributes.append({"key": "user.id", "value": {"stringValue": user}})
@@ -87,7 +99,7 @@ def otlp_span(parts: TraceParts) -> dict[str, Any]:
         "startTimeUnixNano": parts.start_ns,
         "endTimeUnixNano": parts.end_ns,
         "attributes": attributes,
-        "status": {"code": 2, "message": parts.error} if parts.error else {"code": 1},
+        "status": {"code": 2, "message": parts.error} if parts.error else _OK,
     }
     if parts.first_byte_ns is not None:
         span["events"] = [{"name": "first_byte", "timeUnixNano": parts.first_byte_ns}]
@@ -99,17 +111,8 @@ def otlp_request(spans: list[bytes]) -> bytes:
     return b"".join((_HEAD, b'"spans":[', b",".join(spans), b"]", _TAIL))
 
 
-def _attribute(key: str, value: Any) -> dict[str, Any]:
-    kind = type(value)
-    if kind is str:
-        return {"key": key, "value": {"stringValue": value}}
-    if kind is bool:
-        return {"key": key, "value": {"boolValue": value}}
-    if kind is int:
-        return {"key": key, "value": {"intValue": value}}
-    if kind is float:
-        return {"key": key, "value": {"doubleValue": value}}
-    return {"key": key, "value": {"stringValue": orjson.dumps(value).decode()}}
+def _json(value: Any) -> str:
+    return orjson.dumps(value).decode()
 
 
 class _Refused(Exception):

@@ -26,7 +26,16 @@ MESSAGE_FORMAT = "mlflow.message.format"
 TRACE_USER = "mlflow.trace.user"  # trace metadata: the UI's "user" column
 SPAN_TYPE = "CHAT_MODEL"  # mlflow.entities.SpanType.CHAT_MODEL
 TAG_PREFIX = "llmops."
-_TAGGED = ("request_id", "trace_id", "consumer", "status", "deployment", "model", "stream")
+_TAGGED = (
+    "request_id",
+    "trace_id",
+    "parent_span_id",
+    "consumer",
+    "status",
+    "deployment",
+    "model",
+    "stream",
+)
 _ATTRIBUTES = (
     "route",
     "upstream",
@@ -35,10 +44,21 @@ _ATTRIBUTES = (
     "ttft_ms",
     "retries",
     "fallbacks",
-    "parent_span_id",
     "redaction",
     "gateway_version",
 )
+# (record field, name): trace tags, and the span's own attributes
+_TAG_NAMES = tuple((key, f"{TAG_PREFIX}{key}") for key in _TAGGED)
+_ATTRIBUTE_NAMES = tuple((key, f"{TAG_PREFIX}{key}") for key in _ATTRIBUTES)
+_USAGE_ESTIMATED = f"{TAG_PREFIX}usage_estimated"
+_USAGE_NAMES = (  # MLflow's TokenUsageKey names, and the record's usage fields
+    ("input_tokens", "prompt_tokens"),
+    ("output_tokens", "completion_tokens"),
+    ("total_tokens", "total_tokens"),
+    ("cache_read_input_tokens", "cached_tokens"),
+)
+_ERROR = f"{TAG_PREFIX}error"
+_ERROR_CODE = f"{TAG_PREFIX}error_code"
 
 
 @dataclass
@@ -78,58 +98,63 @@ def _minute_epoch(minute: str) -> int:
 
 
 def trace_parts(record: dict[str, Any]) -> TraceParts:
-    """The trace of one request-log record (schema: docs/request-log.md)."""
+    """The trace of one request-log record (schema: docs/request-log.md). Tagged fields are
+    trace tags only, not also span attributes."""
+    get = record.get
     start_ns = iso_to_ns(record["received_at"])
-    done_at = record.get("done_at")
+    done_at = get("done_at")
     end_ns = iso_to_ns(done_at) if done_at else start_ns
-    first_byte_at = record.get("first_byte_at")
-    request = record.get("request") or {}
+    first_byte_at = get("first_byte_at")
+    request = get("request") or {}
     inputs = {key: request[key] for key in ("messages", "params") if key in request}
-    error = record.get("error")
+    error = get("error")
     outputs: dict[str, Any] | None = None
-    response = record.get("response")
+    response = get("response")
     if response and response.get("choices"):
         outputs = {"choices": [_openai_choice(choice) for choice in response["choices"]]}
     elif error:
         outputs = {"error": error}
     attributes: dict[str, Any] = {MESSAGE_FORMAT: "openai"}
-    if record.get("model"):
-        attributes[MODEL] = record["model"]
-    if record.get("upstream"):
+    model = get("model")
+    if model:
+        attributes[MODEL] = model
+    if get("upstream"):
         attributes[MODEL_PROVIDER] = record["upstream"]
-    usage = token_usage(record.get("usage"))
+    usage = token_usage(get("usage"))
     if usage:
         attributes[CHAT_USAGE] = usage
-        attributes[f"{TAG_PREFIX}usage_estimated"] = bool(record["usage"].get("estimated"))
-    for key in (*_TAGGED, *_ATTRIBUTES):
-        if record.get(key) is not None:
-            attributes[f"{TAG_PREFIX}{key}"] = record[key]
+        attributes[_USAGE_ESTIMATED] = bool(record["usage"].get("estimated"))
+    for key, name in _ATTRIBUTE_NAMES:
+        value = get(key)
+        if value is not None:
+            attributes[name] = value
     if error:
-        attributes[f"{TAG_PREFIX}error"] = error
-    tags = {
-        f"{TAG_PREFIX}{key}": _tag(record[key]) for key in _TAGGED if record.get(key) is not None
-    }
-    if record.get("parent_span_id"):
-        tags[f"{TAG_PREFIX}parent_span_id"] = str(record["parent_span_id"])
+        attributes[_ERROR] = error
+    tags = {}
+    for key, name in _TAG_NAMES:
+        value = get(key)
+        if value is not None:
+            tags[name] = value if type(value) is str else _tag(value)
     if error and error.get("code"):
-        tags[f"{TAG_PREFIX}error_code"] = str(error["code"])
-    registry = record.get("registry")
+        tags[_ERROR_CODE] = str(error["code"])
+    registry = get("registry")
     if isinstance(registry, dict):  # which registered model / prompt version served the call
         for key in ("name", "version", "alias"):
             if registry.get(key) is not None:
                 tags[f"{TAG_PREFIX}registry.{key}"] = str(registry[key])
         attributes[f"{TAG_PREFIX}registry"] = registry
-    status = record.get("status") or 0
+    status = get("status") or 0
     failed = error is not None or status >= 400
+    consumer = get("consumer")
     return TraceParts(
-        name=f"chat {record['model']}" if record.get("model") else "chat",
+        name=f"chat {model}" if model else "chat",
         start_ns=start_ns,
         end_ns=max(end_ns, start_ns),
         inputs=inputs,
         outputs=outputs,
         attributes=attributes,
         tags=tags,
-        metadata={TRACE_USER: str(record["consumer"])} if record.get("consumer") else {},
+        metadata={TRACE_USER: str(consumer)} if consumer else {},
         error=_describe(error, status) if failed else None,
         first_byte_ns=iso_to_ns(first_byte_at) if first_byte_at else None,
         otel_trace_id=_own_trace_id(record),
@@ -140,13 +165,11 @@ def token_usage(usage: dict[str, Any] | None) -> dict[str, int] | None:
     """The record's usage in the shape of MLflow's `mlflow.chat.tokenUsage` attribute."""
     if not usage:
         return None
-    result = {
-        "input_tokens": usage.get("prompt_tokens"),
-        "output_tokens": usage.get("completion_tokens"),
-        "total_tokens": usage.get("total_tokens"),
-        "cache_read_input_tokens": usage.get("cached_tokens"),
-    }
-    clean = {key: int(value) for key, value in result.items() if isinstance(value, int)}
+    clean = {}
+    for name, key in _USAGE_NAMES:
+        value = usage.get(key)
+        if type(value) is int:
+            clean[name] = value
     return clean or None
 
 
