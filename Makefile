@@ -6,7 +6,7 @@ HOST   ?= 127.0.0.1
 PORT   ?= 7071
 CHECKOV_VENV := .venv-checkov
 
-.PHONY: run test lint lint-infra unit bench bench-instructions clean
+.PHONY: run test lint lint-infra unit bench bench-instructions bench-traces clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -55,6 +55,9 @@ bench: $(VENV)/.dev-installed
 
 bench-instructions: $(VENV)/.dev-installed
 	$(BIN)/python bench/instructions.py
+
+bench-traces: $(VENV)/.dev-installed
+	$(BIN)/python bench/trace_export.py
 
 clean:
 	rm -rf $(VENV) $(CHECKOV_VENV) node_modules .mypy_cache .ruff_cache .pytest_cache
