@@ -3,7 +3,7 @@
 MLflow's Python client records a trace through its fluent span API and exports it with one or
 more HTTP calls per trace, from threads in our process: measured here at ~2.5 ms of CPU to
 build a trace and ~7.5 ms more to export it (bench/trace_export.py). At hundreds of calls per
-second that work would hold the GIL the event loop needs. MLflow servers (3.4 and later) also
+second that work would hold the GIL the event loop needs. MLflow servers (3.6 and later) also
 ingest OpenTelemetry spans at `/v1/traces` (header `x-mlflow-experiment-id`), many traces per
 request, and derive the same trace from them: token usage and cost (from
 `mlflow.chat.tokenUsage` and the model), tags (`mlflow.traceTag.<key>` attributes of the root
@@ -12,13 +12,17 @@ span), the user (`user.id`), status, events.
 `OtlpTraceSink` uses that: it turns each record's `TraceParts` into an OTLP/JSON span on the
 event loop, in slices between requests, and POSTs up to `BATCH_SPANS` spans per request with
 aiohttp, which the gateway already uses. mlflow is never imported. Structured values (inputs,
-outputs, token usage) travel as JSON text, which MLflow stores as it stores its own.
+outputs, token usage) travel as JSON text, which MLflow stores as it stores its own. Servers
+before 3.12 take OTLP as protobuf only and answer JSON with a 400 about the content type; the
+sink then converts each request to protobuf (slower, through `google.protobuf.json_format`).
 
 Failures never reach a call: a batch the server refuses, or cannot take after `ATTEMPTS` tries
-(429 and 5xx honour `retry-after`), is counted in `stats["errors"]` and logged once; after a
-failed batch, records are counted as errors without a try for `DOWN_S` seconds, so a dead
-server costs nothing. The queue is bounded (`LLMOPS_TRACE_QUEUE_RECORDS`): beyond it, records
-are dropped and counted. The request log keeps every call either way.
+(429 and 5xx wait as `retry-after` asks, at most `MAX_RETRY_WAIT_S`), is counted in
+`stats["errors"]` and logged once. A server that cannot be reached, or refuses everything
+(401, 403, 404, 405), is left alone for `DOWN_S` seconds (its records count as errors
+meanwhile), so a dead server costs nothing; a batch refused for its content (400, 413, 422)
+is counted and the next one is tried. The queue is bounded (`LLMOPS_TRACE_QUEUE_RECORDS`):
+beyond it, records are dropped and counted. The request log keeps every call either way.
 """
 
 from __future__ import annotations
@@ -51,6 +55,9 @@ MAX_POST_BYTES = 4 * 1024 * 1024  # and a POST ends with the span that crosses t
 ATTEMPTS = 3  # tries per batch (429, 5xx, connection errors, timeouts)
 DOWN_S = 30.0  # after a batch failed for good, records are not tried for this long
 REQUEST_TIMEOUT_S = 10.0
+MAX_RETRY_WAIT_S = 5.0  # a longer `retry-after` is cut to this (the queue keeps filling)
+MIN_SERVER = "3.6"  # the first MLflow server with OTLP ingest (as JSON too from 3.12)
+_CLIENT = "LLMOPS_TRACE_EXPORT=mlflow"
 _SLICE = 16  # spans built between two yields to the event loop (~0.3 ms here)
 _RESOURCE = {"attributes": [{"key": "service.name", "value": {"stringValue": "llmops-gateway"}}]}
 _SCOPE = {"name": "llmops.gateway", "version": __version__}
@@ -120,7 +127,12 @@ class _Refused(Exception):
 
 
 class OtlpTraceSink:
-    """A request-log sink that sends each call's trace to an MLflow server over OTLP/HTTP."""
+    """A request-log sink that sends each call's trace to an MLflow server over OTLP/HTTP.
+
+    `stats`: `queued` records were accepted; each ends as `traced`, `errors` or, when the sink
+    closes before it was sent, `dropped`. `dropped` also counts records turned away because the
+    queue was full or the sink closed (never queued); `sampled_out` those sampling skipped.
+    """
 
     def __init__(self, settings: TraceSettings, *, batch_spans: int = BATCH_SPANS) -> None:
         self.settings = settings
@@ -128,11 +140,15 @@ class OtlpTraceSink:
         self.base_url = settings.tracking_uri.rstrip("/")
         self.stats = {"queued": 0, "dropped": 0, "sampled_out": 0, "traced": 0, "errors": 0}
         self._pending: list[dict[str, Any]] = []
-        self._in_flight = 0  # records taken from the queue and not yet counted
+        self._in_flight = 0  # records taken from the queue and not yet settled
+        self._settled = 0  # queued records that ended as traced, errors or dropped
+        self._progress = asyncio.Event()  # replaced by a fresh one at each settlement
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._task: asyncio.Task[None] | None = None
         self._session: aiohttp.ClientSession | None = None
         self._experiment_id: str | None = None
         self._down_until = 0.0
+        self._protobuf = False  # the server takes OTLP as protobuf only (older MLflow)
         self._closed = False
         self._logged: set[str] = set()
         self._auth = _auth_headers(os.environ)
@@ -141,6 +157,14 @@ class OtlpTraceSink:
     def __call__(self, records: list[dict[str, Any]]) -> None:
         """Queue a batch for export: never blocks, never raises."""
         try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # the request log always calls on its loop; anything else: refused
+            self.stats["dropped"] += len(records)
+            self._log_once("no-loop", "traces handed over outside an event loop: dropped")
+            return
+        try:
+            if loop is not self._loop:  # a task or connections of another (finished) loop
+                self._loop, self._task, self._session = loop, None, None
             skipped = 0
             if self.settings.sample < 1.0:
                 kept = [r for r in records if sampled(r, self.settings.sample)]
@@ -155,36 +179,44 @@ class OtlpTraceSink:
             if dropped:
                 self._log_once("dropped", "trace queue full or closed: %d records dropped", dropped)
             if accepted and (self._task is None or self._task.done()):
-                self._task = asyncio.get_running_loop().create_task(self._run())
+                self._task = loop.create_task(self._run())
         except Exception:  # a sink must never raise into the request log
-            log.exception("could not queue traces")
+            self._log_once("queue", "could not queue traces", exc_info=True)
 
     async def aflush(self, within_s: float | None = None) -> bool:
-        """Wait until every queued record is sent (or counted as failed). False when
-        `within_s` seconds (default: the settings' flush timeout) passed first."""
-        task = self._task
-        if task is None or task.done():
-            return True
+        """Wait until every record queued so far has been sent (or counted as failed); records
+        queued meanwhile wait for the next flush. False when `within_s` seconds (default: the
+        settings' flush timeout) passed first."""
+        target = self.stats["queued"]
         limit = self.settings.flush_timeout_s if within_s is None else within_s
         try:
-            await asyncio.wait_for(asyncio.shield(task), limit)
+            async with asyncio.timeout(limit):
+                while self._settled < target:
+                    if self._task is None or self._task.done():
+                        return self._settled >= target  # nothing left that could settle them
+                    await self._progress.wait()
         except TimeoutError:
             return False
         return True
 
     async def aclose(self, within_s: float | None = None) -> None:
         """Flush (at most `within_s`), then stop: what is still queued is dropped and counted."""
-        done = await self.aflush(within_s)
-        self._closed = True
-        left = len(self._pending)
-        self._pending.clear()
-        self.stats["dropped"] += left
-        if self._task is not None and not self._task.done():
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
-            left += self._in_flight
-            self.stats["dropped"] += self._in_flight
-        if not done:
+        try:
+            done = await self.aflush(within_s)
+        finally:
+            self._closed = True
+            task, self._task = self._task, None
+            if task is not None and not task.done():
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
+            left = len(self._pending) + self._in_flight
+            self._pending.clear()
+            if left:
+                self._settle(dropped=left)
+            if self._session is not None:
+                await self._session.close()
+                self._session = None
+        if not done or left:
             log.warning(
                 "MLflow had not taken every trace at shutdown: %d traces dropped (%s)",
                 left,
@@ -192,103 +224,121 @@ class OtlpTraceSink:
             )
         if self.stats["errors"]:
             log.info("MLflow tracing: %s", self.stats)
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
 
     # --- the export task ------------------------------------------------------------------
     async def _run(self) -> None:
         while self._pending:
             batch = self._pending[: self.batch_spans]
             del self._pending[: len(batch)]
-            if time.monotonic() < self._down_until:
-                self.stats["errors"] += len(batch)
-                continue
             self._in_flight = len(batch)
-            spans: list[bytes] = []
-            size = 0
-            for start in range(0, len(batch), _SLICE):
-                for record in batch[start : start + _SLICE]:
-                    try:
-                        span = orjson.dumps(otlp_span(trace_parts(record)))
-                    except Exception as exc:
-                        self._in_flight -= 1
-                        self._error(f"could not trace {record.get('request_id')}: {exc!r}")
-                        continue
-                    spans.append(span)
-                    size += len(span)
-                    if size >= MAX_POST_BYTES:
-                        await self._send(spans)
-                        self._in_flight -= len(spans)
-                        spans, size = [], 0
-                await asyncio.sleep(0)
-            if spans:
-                await self._send(spans)
-            self._in_flight = 0
+            try:
+                await self._export(batch)
+            except Exception as exc:  # a bug, or an answer nobody planned for: counted, logged
+                self._error(f"trace export failed: {exc!r}")
+                self._settle(errors=self._in_flight)
+
+    async def _export(self, batch: list[dict[str, Any]]) -> None:
+        spans: list[bytes] = []
+        size = 0
+        for start in range(0, len(batch), _SLICE):
+            for record in batch[start : start + _SLICE]:
+                try:
+                    span = orjson.dumps(otlp_span(trace_parts(record)))
+                except Exception as exc:
+                    self._error(f"could not trace {record.get('request_id')}: {exc!r}")
+                    self._settle(errors=1)
+                    continue
+                if spans and size + len(span) > MAX_POST_BYTES:
+                    await self._send(spans)
+                    spans, size = [], 0
+                spans.append(span)
+                size += len(span)
+            await asyncio.sleep(0)
+        if spans:
+            await self._send(spans)
 
     async def _send(self, spans: list[bytes]) -> None:
-        import aiohttp
-
-        body, count = otlp_request(spans), len(spans)
-        problem = ""
+        """POST `spans` (tries: ATTEMPTS) and settle them as traced or errors."""
+        count = len(spans)
+        if time.monotonic() < self._down_until:
+            self._settle(errors=count)
+            return
+        body = otlp_request(spans)
+        problem, rest = "", False
         for attempt in range(ATTEMPTS):
             wait = backoff_seconds(attempt)
             try:
-                experiment = await self._experiment()
-                headers = {
-                    **self._auth,
-                    "Content-Type": "application/json",
-                    EXPERIMENT_HEADER: experiment,
-                }
-                session = self._client()
-                async with session.post(
-                    self.base_url + OTLP_PATH, data=body, headers=headers
-                ) as response:
-                    if response.status < 300:
-                        self.stats["traced"] += count
-                        return
-                    problem = f"HTTP {response.status}: {(await response.text())[:300]}"
-                    if response.status != 429 and response.status < 500:
-                        raise _Refused(problem)
-                    wait = retry_after_seconds(response.headers) or wait
-            except _Refused as exc:
-                problem = str(exc)
+                status, text, asked = await self._post(body)
+                if status < 300:
+                    self._settle(traced=count)
+                    return
+                problem = f"HTTP {status}: {text[:300]}"
+                if status != 429 and status < 500:
+                    # the server (or a proxy) refuses what was sent: no retry; only a server
+                    # that refuses everything (auth, no such endpoint) is left to rest
+                    rest = status in (401, 403, 404, 405)
+                    break
+                wait = asked if asked is not None else wait
+            except _Refused as exc:  # the experiment could not be found or created
+                problem, rest = str(exc), True
                 break
-            except (OSError, TimeoutError, ValueError, KeyError, aiohttp.ClientError) as exc:
+            except Exception as exc:  # connection refused or reset, timeouts, bad answers
                 problem = f"{type(exc).__name__}: {exc}"
+            rest = True
             if attempt + 1 < ATTEMPTS:
-                await asyncio.sleep(min(wait, 5.0))
-        self.stats["errors"] += count
-        self._down_until = time.monotonic() + DOWN_S
+                await asyncio.sleep(min(wait, MAX_RETRY_WAIT_S))
+        self._settle(errors=count)
+        if rest:
+            self._down_until = time.monotonic() + DOWN_S
         hint = ""
         if "HTTP 404" in problem or "HTTP 405" in problem:
-            hint = " (OTLP ingest needs MLflow server 3.4 or later; or LLMOPS_TRACE_EXPORT=mlflow)"
-        self._error(f"{self.base_url} did not take {count} traces: {problem}{hint}", count=False)
+            hint = f" (OTLP ingest needs MLflow server {MIN_SERVER} or later; or {_CLIENT})"
+        self._error(f"{self.base_url} did not take {count} traces: {problem}{hint}")
+
+    async def _post(self, body: bytes) -> tuple[int, str, float | None]:
+        """One POST: (status, body text, the wait a 429/503 asked for). A server that takes
+        OTLP only as protobuf (MLflow 3.6 to 3.11) says so with a 400 about the content type:
+        from then on, the sink sends protobuf, converted from the same JSON."""
+        experiment = await self._experiment()
+        for _ in range(2):
+            kind = "application/x-protobuf" if self._protobuf else "application/json"
+            data = _to_protobuf(body) if self._protobuf else body
+            headers = {**self._auth, "Content-Type": kind, EXPERIMENT_HEADER: experiment}
+            url = self.base_url + OTLP_PATH
+            async with self._client().post(url, data=data, headers=headers) as answer:
+                text = "" if answer.status < 300 else await answer.text(errors="replace")
+                asked = retry_after_seconds(answer.headers)
+            if answer.status == 400 and "content-type" in text.lower() and not self._protobuf:
+                self._protobuf = True
+                log.info("%s takes OTLP as protobuf only: sending protobuf", self.base_url)
+                continue
+            break
+        return answer.status, text, asked
 
     async def _experiment(self) -> str:
-        """The experiment's id, found by name or created, once (MLflow's REST API)."""
+        """The experiment's id, found by name or created, once (MLflow's REST API). Raises
+        `_Refused` when the server refuses; 429, 5xx and network errors raise for a retry."""
         if self._experiment_id is not None:
             return self._experiment_id
         session = self._client()
         name = self.settings.experiment_name
         api = self.base_url + "/api/2.0/mlflow/experiments"
         for _ in range(2):  # a concurrent creation makes the second lookup find it
-            async with session.get(
-                api + "/get-by-name", params={"experiment_name": name}, headers=self._auth
-            ) as found:
+            query = {"experiment_name": name}
+            async with session.get(api + "/get-by-name", params=query, headers=self._auth) as found:
                 if found.status == 200:
-                    self._experiment_id = str((await found.json())["experiment"]["experiment_id"])
+                    answer = await found.json()
+                    self._experiment_id = str(answer["experiment"]["experiment_id"])
                     return self._experiment_id
-                if found.status != 404:
-                    raise _Refused(f"experiment lookup: HTTP {found.status}: {await found.text()}")
+                _check(found.status, "experiment lookup", await found.text(errors="replace"), 404)
             create = session.post(api + "/create", json={"name": name}, headers=self._auth)
             async with create as made:
                 if made.status == 200:
                     self._experiment_id = str((await made.json())["experiment_id"])
                     return self._experiment_id
-                text = await made.text()
+                text = await made.text(errors="replace")
                 if "RESOURCE_ALREADY_EXISTS" not in text:
-                    raise _Refused(f"experiment creation: HTTP {made.status}: {text[:300]}")
+                    _check(made.status, "experiment creation", text)
         raise _Refused(f"experiment {name!r} could be neither found nor created")
 
     def _client(self) -> aiohttp.ClientSession:
@@ -296,13 +346,27 @@ class OtlpTraceSink:
             import aiohttp
 
             timeout = aiohttp.ClientTimeout(total=REQUEST_TIMEOUT_S, sock_connect=5.0)
-            self._session = aiohttp.ClientSession(timeout=timeout)
+            connector = aiohttp.TCPConnector(ssl=_ssl(os.environ))
+            # trust_env: HTTP(S)_PROXY / NO_PROXY, as MLflow's own client honours them
+            self._session = aiohttp.ClientSession(
+                timeout=timeout, connector=connector, trust_env=True
+            )
         return self._session
 
     # --- counting and logging ---------------------------------------------------------------
-    def _error(self, detail: str, *, count: bool = True) -> None:
-        if count:
-            self.stats["errors"] += 1
+    def _settle(self, *, traced: int = 0, errors: int = 0, dropped: int = 0) -> None:
+        """Count queued records that reached their end; wake the flushes waiting for them."""
+        count = traced + errors + dropped
+        self.stats["traced"] += traced
+        self.stats["errors"] += errors
+        self.stats["dropped"] += dropped
+        self._settled += count
+        self._in_flight = max(self._in_flight - count, 0)
+        self._progress.set()
+        self._progress = asyncio.Event()
+
+    def _error(self, detail: str) -> None:
+        """Log the first failure only (export must never flood the logs); `_settle` counts."""
         self._log_once(
             "error",
             "MLflow tracing failed: %s. Calls are not affected; further trace errors are "
@@ -310,10 +374,50 @@ class OtlpTraceSink:
             detail,
         )
 
-    def _log_once(self, key: str, message: str, *args: object) -> None:
+    def _log_once(self, key: str, message: str, *args: object, exc_info: bool = False) -> None:
         if key not in self._logged:
             self._logged.add(key)
-            log.warning(message, *args)
+            log.warning(message, *args, exc_info=exc_info)
+
+
+def _check(status: int, what: str, text: str, expected: int | None = None) -> None:
+    """Raise for an experiment request that failed: `_Refused` unless a retry may help."""
+    if status == expected:
+        return
+    problem = f"{what}: HTTP {status}: {text[:300]}"
+    if status == 429 or status >= 500:
+        raise RuntimeError(problem)  # retried by `_send`
+    raise _Refused(problem)
+
+
+def _to_protobuf(body: bytes) -> bytes:
+    """The OTLP/JSON request `body` as protobuf (OTLP/JSON ids are hex, protobuf's JSON
+    mapping wants base64). Slow, and only for servers that take nothing else."""
+    from google.protobuf import json_format
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+        ExportTraceServiceRequest,
+    )
+
+    request = orjson.loads(body)
+    for resource in request["resourceSpans"]:
+        for scope in resource["scopeSpans"]:
+            for span in scope["spans"]:
+                for key in ("traceId", "spanId"):
+                    span[key] = base64.b64encode(bytes.fromhex(span[key])).decode()
+    message = json_format.ParseDict(request, ExportTraceServiceRequest())
+    return bytes(message.SerializeToString())
+
+
+def _ssl(env: os._Environ[str] | dict[str, str]) -> Any:
+    """MLflow's own TLS settings for the tracking server: a CA bundle, or no verification."""
+    if env.get("MLFLOW_TRACKING_INSECURE_TLS", "").lower() == "true":
+        return False
+    cafile = env.get("MLFLOW_TRACKING_SERVER_CERT_PATH")
+    if cafile:
+        import ssl
+
+        return ssl.create_default_context(cafile=cafile)
+    return True
 
 
 def _auth_headers(env: os._Environ[str] | dict[str, str]) -> dict[str, str]:

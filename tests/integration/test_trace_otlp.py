@@ -8,6 +8,8 @@ is `test_every_call_is_one_mlflow_trace` in test_tracing.py.
 from __future__ import annotations
 
 import asyncio
+import base64
+import itertools
 import json
 import logging
 import time
@@ -18,6 +20,8 @@ from typing import Any
 import orjson
 import pytest
 from aiohttp import web
+from google.protobuf import json_format
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
 from llmops.settings import Settings, SettingsError, TraceSettings
 from llmops.tracing import build_sinks, flush_sinks, otlp
@@ -30,21 +34,48 @@ EXPERIMENT = "41"
 
 @dataclass
 class FakeMlflow:
-    """MLflow's experiment lookup and OTLP endpoint; `/v1/traces` answers are planned."""
+    """MLflow's experiment lookup and creation and its OTLP endpoint. Planned answers:
+    `lookups` for the lookup (status, JSON body), `planned` for `/v1/traces`. With
+    `protobuf_only`, JSON is refused as MLflow 3.6 to 3.11 refuse it."""
 
     url: str = ""
     planned: list[tuple[int, dict[str, str]]] = field(default_factory=list)
+    lookups: list[tuple[int, Any]] = field(default_factory=list)
+    protobuf_only: bool = False
     delay_s: float = 0.0
     posts: list[tuple[dict[str, str], dict[str, Any]]] = field(default_factory=list)
-    lookups: int = 0
+    looked_up: int = 0
+    created: list[str] = field(default_factory=list)
 
     async def experiment(self, request: web.Request) -> web.Response:
-        self.lookups += 1
+        self.looked_up += 1
         assert request.query["experiment_name"] == "otlp-tests"
-        return web.json_response({"experiment": {"experiment_id": EXPERIMENT}})
+        if self.lookups:
+            status, body = self.lookups.pop(0)
+            return web.json_response(body, status=status)
+        if self.created:
+            return web.json_response({"experiment": {"experiment_id": EXPERIMENT}})
+        return web.json_response({"error_code": "RESOURCE_DOES_NOT_EXIST"}, status=404)
+
+    async def create(self, request: web.Request) -> web.Response:
+        self.created.append((await request.json())["name"])
+        return web.json_response({"experiment_id": EXPERIMENT})
 
     async def traces(self, request: web.Request) -> web.Response:
-        self.posts.append((dict(request.headers), json.loads(await request.read())))
+        raw = await request.read()
+        if request.content_type == "application/x-protobuf":
+            message = ExportTraceServiceRequest.FromString(raw)
+            body = json_format.MessageToDict(message)
+            for span in body["resourceSpans"][0]["scopeSpans"][0]["spans"]:
+                for key in ("traceId", "spanId"):  # protobuf's JSON mapping: base64 -> hex
+                    span[key] = base64.b64decode(span[key]).hex()
+        elif self.protobuf_only:
+            return web.json_response(
+                {"detail": "Invalid Content-Type: application/json"}, status=400
+            )
+        else:
+            body = json.loads(raw)
+        self.posts.append((dict(request.headers), body))
         await asyncio.sleep(self.delay_s)
         status, headers = self.planned.pop(0) if self.planned else (200, {})
         return web.Response(status=status, headers=headers, text="{}")
@@ -52,9 +83,10 @@ class FakeMlflow:
 
 @pytest.fixture
 async def fake_mlflow() -> AsyncIterator[FakeMlflow]:
-    fake = FakeMlflow()
+    fake = FakeMlflow(created=["otlp-tests"])  # the experiment exists unless a test says not
     app = web.Application()
     app.router.add_get("/api/2.0/mlflow/experiments/get-by-name", fake.experiment)
+    app.router.add_post("/api/2.0/mlflow/experiments/create", fake.create)
     app.router.add_post("/v1/traces", fake.traces)
     runner = web.AppRunner(app, handle_signals=False)
     await runner.setup()
@@ -64,6 +96,11 @@ async def fake_mlflow() -> AsyncIterator[FakeMlflow]:
     fake.url = f"http://127.0.0.1:{port}"
     yield fake
     await runner.cleanup()
+
+
+def spans_of(body: dict[str, Any]) -> list[dict[str, Any]]:
+    spans: list[dict[str, Any]] = body["resourceSpans"][0]["scopeSpans"][0]["spans"]
+    return spans
 
 
 def sink_for(fake: FakeMlflow, **changes: Any) -> OtlpTraceSink:
@@ -95,7 +132,7 @@ def record(n: int, **changes: Any) -> dict[str, Any]:
 
 
 def attributes(span: dict[str, Any]) -> dict[str, Any]:
-    return {a["key"]: next(iter(a["value"].values())) for a in span["attributes"]}
+    return {a["key"]: next(iter(a["value"].values()), None) for a in span["attributes"]}
 
 
 async def test_a_batch_is_one_post_of_otlp_json_spans(fake_mlflow: FakeMlflow) -> None:
@@ -145,33 +182,120 @@ async def test_a_batch_is_one_post_of_otlp_json_spans(fake_mlflow: FakeMlflow) -
     await sink.aclose()
 
 
-async def test_429_and_5xx_are_retried_as_the_server_asks(fake_mlflow: FakeMlflow) -> None:
-    fake_mlflow.planned = [(503, {}), (429, {"Retry-After": "0"})]
+async def test_429_and_5xx_are_retried_as_the_server_asks(
+    fake_mlflow: FakeMlflow, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fake_mlflow.planned = [(503, {}), (429, {"Retry-After": "1"}), (429, {"Retry-After": "60"})]
+    waits: list[float] = []
+    real_sleep = asyncio.sleep
+
+    async def sleep(seconds: float) -> None:
+        waits.append(seconds)
+        await real_sleep(0)
+
+    monkeypatch.setattr(otlp.asyncio, "sleep", sleep)
     sink = sink_for(fake_mlflow)
+    monkeypatch.setattr(otlp, "ATTEMPTS", 4)
     sink([record(n) for n in range(5)])
     assert await sink.aflush(30)
     assert sink.stats["traced"] == 5 and sink.stats["errors"] == 0
-    assert len(fake_mlflow.posts) == 3  # the same batch, three times
+    assert len(fake_mlflow.posts) == 4  # the same batch, four times
     assert len({json.dumps(body) for _, body in fake_mlflow.posts}) == 1
-    assert fake_mlflow.lookups == 1  # the experiment is looked up once
+    assert fake_mlflow.looked_up == 1  # the experiment is looked up once
+    retries = [w for w in waits if w != 0]  # the slices' sleep(0) aside
+    assert retries[0] <= 0.5  # backoff after the 503: up to 0.5 s, jittered
+    assert retries[1:] == [1.0, otlp.MAX_RETRY_WAIT_S]  # as asked; a long wait is cut
     await sink.aclose()
 
 
-async def test_a_refused_batch_is_counted_once_and_the_server_rests(
+async def test_a_refused_batch_is_counted_and_the_next_one_still_sent(
     fake_mlflow: FakeMlflow, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.WARNING, logger="llmops.tracing")
-    fake_mlflow.planned = [(400, {})]
+    fake_mlflow.planned = [(422, {})]  # MLflow refuses a batch with a span it cannot read
+    sink = sink_for(fake_mlflow)
+    sink([record(n) for n in range(4)])
+    assert await sink.aflush(30)
+    sink([record(n) for n in range(4, 10)])
+    assert await sink.aflush(30)
+    assert len(fake_mlflow.posts) == 2  # a 422 is not retried; the next batch goes out
+    assert sink.stats == {"queued": 10, "dropped": 0, "sampled_out": 0, "traced": 6, "errors": 4}
+    [warning] = [r.getMessage() for r in caplog.records if r.name == "llmops.tracing"]
+    assert "HTTP 422" in warning and "Calls are not affected" in warning
+    await sink.aclose()
+
+
+async def test_a_server_that_refuses_everything_is_left_alone(fake_mlflow: FakeMlflow) -> None:
+    fake_mlflow.planned = [(401, {})]
     sink = sink_for(fake_mlflow)
     sink([record(n) for n in range(4)])
     assert await sink.aflush(30)
     sink([record(n) for n in range(4, 10)])  # within DOWN_S: counted, not sent
     assert await sink.aflush(30)
-    assert len(fake_mlflow.posts) == 1  # a 400 is not retried
+    assert len(fake_mlflow.posts) == 1
     assert sink.stats == {"queued": 10, "dropped": 0, "sampled_out": 0, "traced": 0, "errors": 10}
-    [warning] = [r.getMessage() for r in caplog.records if r.name == "llmops.tracing"]
-    assert "HTTP 400" in warning and "Calls are not affected" in warning
     await sink.aclose()
+
+
+async def test_the_experiment_is_created_when_missing_and_its_lookup_retried(
+    fake_mlflow: FakeMlflow,
+) -> None:
+    fake_mlflow.created = []
+    fake_mlflow.lookups = [(503, {"error_code": "TEMPORARILY_UNAVAILABLE"})]
+    sink = sink_for(fake_mlflow)
+    sink([record(0)])
+    assert await sink.aflush(30)
+    assert fake_mlflow.created == ["otlp-tests"]  # after a 503, then a 404
+    assert fake_mlflow.posts[0][0]["x-mlflow-experiment-id"] == EXPERIMENT
+    assert sink.stats["traced"] == 1
+    await sink.aclose()
+
+
+async def test_an_answer_nobody_planned_for_is_counted_not_lost(
+    fake_mlflow: FakeMlflow, caplog: pytest.LogCaptureFixture
+) -> None:
+    fake_mlflow.lookups = [(200, {"experiment": None})] * 3  # TypeError in the sink
+    sink = sink_for(fake_mlflow)
+    sink([record(n) for n in range(3)])
+    assert await sink.aflush(30)
+    assert sink.stats == {"queued": 3, "dropped": 0, "sampled_out": 0, "traced": 0, "errors": 3}
+    assert not fake_mlflow.posts
+    await sink.aclose()
+
+
+async def test_an_older_server_gets_protobuf(fake_mlflow: FakeMlflow) -> None:
+    fake_mlflow.protobuf_only = True
+    sink = sink_for(fake_mlflow)
+    sink([record(0), record(1)])
+    assert await sink.aflush(30)
+    sink([record(2)])  # from now on protobuf at once
+    assert await sink.aflush(30)
+    assert sink.stats["traced"] == 3 and sink.stats["errors"] == 0
+    (headers, body), (later, _) = fake_mlflow.posts
+    assert headers["Content-Type"] == later["Content-Type"] == "application/x-protobuf"
+    first = spans_of(body)[0]
+    assert first["traceId"] == f"{1:032x}" and len(first["spanId"]) == 16
+    assert attributes(first)["mlflow.traceTag.llmops.request_id"] == "req-0"
+    assert int(first["startTimeUnixNano"]) == iso_to_ns("2026-11-22T14:00:00.000100Z")
+    await sink.aclose()
+
+
+async def test_a_flush_waits_for_what_was_queued_before_it(fake_mlflow: FakeMlflow) -> None:
+    fake_mlflow.delay_s = 0.2
+    sink = OtlpTraceSink(
+        TraceSettings(tracking_uri=fake_mlflow.url, experiment_name="otlp-tests", export="otlp"),
+        batch_spans=2,
+    )
+    sink([record(0), record(1)])
+    flush = asyncio.ensure_future(sink.aflush(30))
+    for n in range(2, 40):  # calls keep arriving while the flush waits
+        await asyncio.sleep(0.05)
+        sink([record(n)])
+        if flush.done():
+            break
+    assert flush.done() and flush.result()
+    assert sink.stats["traced"] >= 2 and sink._pending  # newer records wait for the next flush
+    await sink.aclose(30)
 
 
 async def test_a_server_too_slow_to_answer_costs_a_bounded_wait(
@@ -180,10 +304,11 @@ async def test_a_server_too_slow_to_answer_costs_a_bounded_wait(
     monkeypatch.setattr(otlp, "REQUEST_TIMEOUT_S", 0.2)
     fake_mlflow.delay_s = 3.0
     sink = sink_for(fake_mlflow)
+    sink._experiment_id = EXPERIMENT  # the lookup's own timeout is not what this test is about
     started = time.monotonic()
     sink([record(n) for n in range(3)])
     assert await sink.aflush(30)
-    assert time.monotonic() - started < otlp.ATTEMPTS * (0.2 + 5.0)
+    assert time.monotonic() - started < otlp.ATTEMPTS * (0.2 + otlp.MAX_RETRY_WAIT_S)
     assert len(fake_mlflow.posts) == otlp.ATTEMPTS
     assert sink.stats["errors"] == 3 and sink.stats["traced"] == 0
     await sink.aclose()
@@ -208,16 +333,16 @@ async def test_a_full_queue_drops_and_counts_and_a_closed_sink_takes_nothing(
 async def test_a_post_stays_near_its_byte_limit(
     fake_mlflow: FakeMlflow, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(otlp, "MAX_POST_BYTES", 3000)  # one span here is ~1.3 kB
+    monkeypatch.setattr(otlp, "MAX_POST_BYTES", 3000)  # one span here is ~0.8 kB
     sink = sink_for(fake_mlflow)
     sink([record(n) for n in range(7)])
     assert await sink.aflush(30)
     await sink.aclose()
     posts = [body["resourceSpans"][0]["scopeSpans"][0]["spans"] for _, body in fake_mlflow.posts]
     assert sum(map(len, posts)) == 7 and len(posts) > 1 and sink.stats["traced"] == 7
-    for spans in posts[:-1]:  # each full POST ends with the span that crossed the limit
+    for spans, after in itertools.pairwise(posts):  # each POST stops short of the limit
         sizes = [len(orjson.dumps(span)) for span in spans]
-        assert sum(sizes) >= 3000 > sum(sizes[:-1])
+        assert sum(sizes) <= 3000 < sum(sizes) + len(orjson.dumps(after[0]))
 
 
 async def test_a_flush_that_runs_out_of_time_says_so(fake_mlflow: FakeMlflow) -> None:
