@@ -367,3 +367,23 @@ def test_the_export_follows_the_tracking_uri() -> None:
         export({**databricks, "LLMOPS_TRACE_EXPORT": "otlp"})
     [sink] = build_sinks(Settings.from_env({"MLFLOW_TRACKING_URI": "http://m:5000/"}).traces)
     assert isinstance(sink, OtlpTraceSink) and sink.base_url == "http://m:5000"
+
+
+async def test_a_server_behind_authentication_gets_mlflows_own_credentials(
+    fake_mlflow: FakeMlflow, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("MLFLOW_TRACKING_TOKEN", "tok-123")
+    sink = sink_for(fake_mlflow)
+    sink([record(0)])
+    assert await sink.aflush(30)
+    assert fake_mlflow.posts[0][0]["Authorization"] == "Bearer tok-123"
+    await sink.aclose()
+    monkeypatch.delenv("MLFLOW_TRACKING_TOKEN")
+    monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", "ann")
+    monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", "pw")
+    sink = sink_for(fake_mlflow)
+    sink([record(1)])
+    assert await sink.aflush(30)
+    expected = "Basic " + base64.b64encode(b"ann:pw").decode()
+    assert fake_mlflow.posts[1][0]["Authorization"] == expected
+    await sink.aclose()
