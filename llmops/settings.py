@@ -67,6 +67,7 @@ TRACE_SAMPLE = "LLMOPS_TRACE_SAMPLE"  # share of successful calls traced (0..1);
 # otlp: batches of spans to an MLflow server's OTLP endpoint (the default for http(s):// URIs);
 # mlflow: MLflow's Python client, one trace at a time (the default for local stores, Databricks)
 TRACE_EXPORT = "LLMOPS_TRACE_EXPORT"
+TRACE_PROCESS = "LLMOPS_TRACE_PROCESS"  # on | off: OTLP spans built in a child process
 APPINSIGHTS_CONNECTION_STRING = "APPLICATIONINSIGHTS_CONNECTION_STRING"  # set: OTel metrics
 # "Authorization=AAD;ClientId=<id>": export with Entra ID (a resource with local auth off)
 APPINSIGHTS_AUTHENTICATION_STRING = "APPLICATIONINSIGHTS_AUTHENTICATION_STRING"
@@ -207,6 +208,7 @@ class TraceSettings:
     flush_timeout_s: float = 10.0
     sample: float = 1.0  # share of successful calls traced, by trace id; failed calls: all
     export: Literal["otlp", "mlflow"] = "mlflow"  # how traces leave (LLMOPS_TRACE_EXPORT)
+    process: bool = True  # OTLP spans built and sent by a child process (LLMOPS_TRACE_PROCESS)
     appinsights_connection_string: str | None = field(default=None, repr=False)
     appinsights_authentication: str | None = None  # APPLICATIONINSIGHTS_AUTHENTICATION_STRING
 
@@ -242,6 +244,7 @@ class TraceSettings:
             tracking_uri=uri,
             experiment_name=experiment,
             export="otlp" if export == "otlp" else "mlflow",
+            process=_switch(text(TRACE_PROCESS), TRACE_PROCESS),
             queue_records=int(_number(env, TRACE_QUEUE_RECORDS, 10_000, minimum=1)),
             flush_timeout_s=_number(env, TRACE_FLUSH_TIMEOUT_S, 10.0, minimum=0.0),
             sample=_number(env, TRACE_SAMPLE, 1.0, minimum=0.0, maximum=1.0),

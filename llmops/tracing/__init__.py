@@ -47,7 +47,11 @@ def build_sinks(settings: TraceSettings) -> list[RecordSink]:
     OTLP to a tracking server, else through MLflow's client) and Azure Monitor metrics (when
     `APPLICATIONINSIGHTS_CONNECTION_STRING` is set)."""
     sinks: list[RecordSink] = []
-    if settings.enabled and settings.export == "otlp":
+    if settings.enabled and settings.export == "otlp" and settings.process:
+        from llmops.tracing.exporter import ProcessTraceSink
+
+        sinks.append(ProcessTraceSink(settings))
+    elif settings.enabled and settings.export == "otlp":
         from llmops.tracing.otlp import OtlpTraceSink
 
         sinks.append(OtlpTraceSink(settings))

@@ -23,6 +23,7 @@ import pytest
 from llmops.settings import Settings, SettingsError, TraceSettings
 from llmops.tracing import build_sinks
 from llmops.tracing.experiments import local_artifacts
+from llmops.tracing.exporter import ProcessTraceSink
 from llmops.tracing.mlflow_sink import MlflowTraceSink, sampled
 from llmops.tracing.otlp import OtlpTraceSink
 from llmops.tracing.spans import iso_to_ns, trace_parts
@@ -77,14 +78,36 @@ def mlflow_server() -> Iterator[MlflowServer]:
         yield server
 
 
-@pytest.fixture(params=["local store, MLflow client", "tracking server, OTLP"])
+SINKS = {"client": MlflowTraceSink, "child": ProcessTraceSink, "loop": OtlpTraceSink}
+
+
+@pytest.fixture(
+    params=[
+        "local store, MLflow client",
+        "tracking server, OTLP from a child process",
+        "tracking server, OTLP from the event loop",
+    ]
+)
 def trace_store(request: pytest.FixtureRequest, mlflow_env: dict[str, str]) -> dict[str, str]:
     """Where traces go: a local SQLite store through MLflow's client, or a real `mlflow
-    server` over OTLP (the default export for an http:// tracking URI)."""
+    server` over OTLP (the default export for an http:// tracking URI), its spans built in a
+    child process (the default) or on the gateway's event loop."""
     if request.param.startswith("local"):
         return mlflow_env
     server: MlflowServer = request.getfixturevalue("mlflow_server")
-    return {"MLFLOW_TRACKING_URI": server.url, "LLMOPS_TRACE_FLUSH_TIMEOUT_S": "60"}
+    env = {"MLFLOW_TRACKING_URI": server.url, "LLMOPS_TRACE_FLUSH_TIMEOUT_S": "60"}
+    if request.param.endswith("event loop"):
+        env["LLMOPS_TRACE_PROCESS"] = "off"
+    return env
+
+
+def sink_kind(env: dict[str, str]) -> str:
+    if (
+        not env["MLFLOW_TRACKING_URI"].startswith("http")
+        or env.get("LLMOPS_TRACE_EXPORT") == "mlflow"
+    ):
+        return "client"
+    return "loop" if env.get("LLMOPS_TRACE_PROCESS") == "off" else "child"
 
 
 def wait_for(sink: Any, key: str, count: int, seconds: float = 60) -> None:
@@ -132,7 +155,7 @@ def test_every_call_is_one_mlflow_trace(
 
         assert gateway.request_log is not None
         [sink] = gateway.request_log.sinks
-        assert isinstance(sink, OtlpTraceSink if server else MlflowTraceSink)
+        assert isinstance(sink, SINKS[sink_kind(env)])
         wait_for(sink, "queued", 4)  # the request log hands records over in batches
         if isinstance(sink, MlflowTraceSink):
             # flush() returns once MLflow has written everything queued so far.
@@ -214,9 +237,10 @@ def closed_port() -> int:
     return port
 
 
-@pytest.mark.parametrize("export", ["mlflow", "otlp"])
+@pytest.mark.parametrize("export", ["mlflow", "otlp", "otlp-child"])
 def test_tracking_store_down_costs_calls_nothing(
     export: str,
+    capfd: pytest.CaptureFixture[str],
     azure_env: dict[str, str],
     fake_upstream: FakeUpstream,
     mlflow_env: dict[str, str],
@@ -230,7 +254,8 @@ def test_tracking_store_down_costs_calls_nothing(
     env = {
         **azure_env,
         "MLFLOW_TRACKING_URI": f"http://127.0.0.1:{closed_port()}",
-        "LLMOPS_TRACE_EXPORT": export,
+        "LLMOPS_TRACE_EXPORT": export.removesuffix("-child"),
+        "LLMOPS_TRACE_PROCESS": "on" if export == "otlp-child" else "off",
         "LLMOPS_TRACING": "on",
         "LLMOPS_LOCAL_STORE_DIR": str(tmp_path / "store"),
         "LLMOPS_LOG_FLUSH_S": "0.05",
@@ -250,15 +275,19 @@ def test_tracking_store_down_costs_calls_nothing(
         elapsed = time.monotonic() - started
         assert gateway.request_log is not None
         [sink] = gateway.request_log.sinks
-        assert isinstance(sink, MlflowTraceSink if export == "mlflow" else OtlpTraceSink)
+        assert isinstance(sink, SINKS[sink_kind(env)])
         wait_for(sink, "errors", 20, seconds=30)
     assert elapsed < 5, f"20 calls took {elapsed:.1f} s"
     assert sorted(local_records(tmp_path / "store")) == sorted(sent)  # every record written
     assert sink.stats == {"queued": 20, "dropped": 0, "sampled_out": 0, "traced": 0, "errors": 20}
-    problems = [r for r in caplog.records if r.name == "llmops.tracing" and r.levelno >= 30]
-    assert len(problems) == 1, [r.getMessage() for r in problems]
-    assert ("unavailable" if export == "mlflow" else "did not take") in problems[0].getMessage()
-    assert "Calls are not affected" in problems[0].getMessage()
+    problems = [
+        r.getMessage() for r in caplog.records if r.name == "llmops.tracing" and r.levelno >= 30
+    ]
+    if export == "otlp-child":  # the child logs to the gateway's stderr
+        problems = [line for line in capfd.readouterr().err.splitlines() if "trace" in line]
+    assert len(problems) == 1, problems
+    assert ("unavailable" if export == "mlflow" else "did not take") in problems[0]
+    assert "Calls are not affected" in problems[0]
 
 
 def test_a_full_queue_drops_and_counts(mlflow_env: dict[str, str]) -> None:

@@ -1,0 +1,284 @@
+"""Traces exported from a separate process, so building them does not take the gateway's GIL.
+
+Building a call's OTLP span costs about as much CPU as building its request-log record
+(docs/benchmarks.md, session 5), and it runs in the process that serves the calls. With
+`LLMOPS_TRACE_PROCESS=on` (the default for OTLP export), `ProcessTraceSink` hands each batch
+of records to a child process instead (`python -m llmops.tracing.exporter`), serialised once
+with orjson, and the child runs the `OtlpTraceSink` of the in-process mode. The gateway's
+share per call is that serialisation and a pipe write.
+
+Protocol: the parent writes frames to the child's stdin (4-byte big-endian length, then a JSON
+array of records); the child answers each frame, in order, with one JSON line on stdout once
+its records are settled: `{"traced": n, "errors": n, "dropped": n}`. Closing stdin asks the
+child to flush and exit. The child's settings come in `LLMOPS_TRACE_CHILD` (JSON); its log
+lines go to the gateway's stderr.
+
+Failures: a child that cannot start, or exits, costs no call. Its unanswered records count as
+errors, it is started again on the next batch (not before `DOWN_S` seconds), and it is logged
+once. Records waiting to be written are bounded by `LLMOPS_TRACE_QUEUE_RECORDS`; beyond, they
+are dropped and counted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import sys
+import time
+from collections import deque
+from dataclasses import asdict
+from typing import TYPE_CHECKING, Any
+
+import orjson
+
+from llmops.tracing.otlp import DOWN_S, OtlpTraceSink
+from llmops.tracing.spans import sampled
+
+if TYPE_CHECKING:
+    from llmops.settings import TraceSettings
+
+log = logging.getLogger("llmops.tracing")
+CHILD_SETTINGS = "LLMOPS_TRACE_CHILD"
+STOP_S = 5.0  # after its flush, how long a closing child may take to exit before it is killed
+
+
+class ProcessTraceSink:
+    """A request-log sink that exports traces over OTLP from a child process.
+
+    `stats` as `OtlpTraceSink`'s: each queued record ends as `traced`, `errors` or `dropped`.
+    """
+
+    def __init__(self, settings: TraceSettings) -> None:
+        self.settings = settings
+        self.stats = {"queued": 0, "dropped": 0, "sampled_out": 0, "traced": 0, "errors": 0}
+        self._frames: deque[tuple[int, bytes]] = deque()  # (records, frame) not yet written
+        self._waiting = 0  # records in `_frames`
+        self._unanswered: deque[int] = deque()  # records per frame written, not yet answered
+        self._settled = 0
+        self._progress = asyncio.Event()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._process: asyncio.subprocess.Process | None = None
+        self._pump: asyncio.Task[None] | None = None
+        self._reader: asyncio.Task[None] | None = None
+        self._down_until = 0.0
+        self._closed = False
+        self._logged: set[str] = set()
+
+    # --- on the event loop ----------------------------------------------------------------
+    def __call__(self, records: list[dict[str, Any]]) -> None:
+        """Queue a batch for the child: one orjson call and a list append; never raises."""
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            self.stats["dropped"] += len(records)
+            self._log_once("no-loop", "traces handed over outside an event loop: dropped")
+            return
+        try:
+            if loop is not self._loop:
+                self._loop, self._pump, self._reader, self._process = loop, None, None, None
+            skipped = 0
+            if self.settings.sample < 1.0:
+                kept = [r for r in records if sampled(r, self.settings.sample)]
+                skipped, records = len(records) - len(kept), kept
+            self.stats["sampled_out"] += skipped
+            room = 0 if self._closed else self.settings.queue_records - self._waiting
+            accepted = records[: max(room, 0)]
+            dropped = len(records) - len(accepted)
+            self.stats["dropped"] += dropped
+            if dropped:
+                self._log_once("dropped", "trace queue full or closed: %d records dropped", dropped)
+            if not accepted:
+                return
+            self.stats["queued"] += len(accepted)
+            if time.monotonic() < self._down_until:  # the child failed a moment ago
+                self._settle(errors=len(accepted))
+                return
+            self._frames.append((len(accepted), orjson.dumps(accepted)))
+            self._waiting += len(accepted)
+            if self._pump is None or self._pump.done():
+                self._pump = loop.create_task(self._write())
+        except Exception:  # a sink must never raise into the request log
+            self._log_once("queue", "could not queue traces", exc_info=True)
+
+    async def aflush(self, within_s: float | None = None) -> bool:
+        """Wait until the child has settled every record queued so far. False when
+        `within_s` seconds (default: the settings' flush timeout) passed first."""
+        target = self.stats["queued"]
+        limit = self.settings.flush_timeout_s if within_s is None else within_s
+        try:
+            async with asyncio.timeout(limit):
+                while self._settled < target:
+                    await self._progress.wait()
+        except TimeoutError:
+            return False
+        return True
+
+    async def aclose(self, within_s: float | None = None) -> None:
+        """Flush (at most `within_s`), then stop the child; what it has not answered by then
+        is dropped and counted."""
+        try:
+            done = await self.aflush(within_s)
+        finally:
+            self._closed = True
+            left = self._waiting
+            self._frames.clear()
+            self._waiting = 0
+            if self._pump is not None and not self._pump.done():
+                self._pump.cancel()
+                await asyncio.gather(self._pump, return_exceptions=True)
+            await self._stop_child()
+            left += sum(self._unanswered)
+            self._unanswered.clear()
+            if left:
+                self._settle(dropped=left)
+        if not done or left:
+            log.warning("the trace exporter had not sent every trace at shutdown: %d dropped", left)
+        if self.stats["errors"]:
+            log.info("MLflow tracing: %s", self.stats)
+
+    # --- the child --------------------------------------------------------------------------
+    async def _write(self) -> None:
+        """Write the waiting frames to the child, starting it when needed."""
+        while self._frames:
+            process = self._process
+            if process is None or process.returncode is not None:
+                process = await self._start()
+                if process is None:
+                    lost = self._waiting
+                    self._frames.clear()
+                    self._waiting = 0
+                    self._settle(errors=lost)
+                    return
+            count, frame = self._frames.popleft()
+            self._waiting -= count
+            self._unanswered.append(count)
+            assert process.stdin is not None
+            try:
+                process.stdin.write(len(frame).to_bytes(4, "big") + frame)
+                await process.stdin.drain()
+            except (ConnectionError, OSError):
+                pass  # the child is gone: the reader counts what it did not answer
+
+    async def _start(self) -> asyncio.subprocess.Process | None:
+        config = {**asdict(self.settings), "appinsights_connection_string": None}
+        env = {**os.environ, CHILD_SETTINGS: json.dumps(config)}
+        # the child imports llmops and its dependencies from where this process does (under
+        # the Functions host, sys.path holds the app's folders; PYTHONPATH does not)
+        env["PYTHONPATH"] = os.pathsep.join(p for p in sys.path if p)
+        try:
+            process = await asyncio.create_subprocess_exec(
+                sys.executable,
+                "-m",
+                "llmops.tracing.exporter",
+                stdin=asyncio.subprocess.PIPE,
+                stdout=asyncio.subprocess.PIPE,
+                env=env,
+            )
+        except OSError as exc:
+            self._down_until = time.monotonic() + DOWN_S
+            self._log_once("start", "could not start the trace exporter process: %s", exc)
+            return None
+        self._process = process
+        assert self._loop is not None
+        self._reader = self._loop.create_task(self._read(process))
+        return process
+
+    async def _read(self, process: asyncio.subprocess.Process) -> None:
+        """Settle each frame as the child answers it; when it exits, count the rest."""
+        assert process.stdout is not None
+        try:
+            while line := await process.stdout.readline():
+                answer = orjson.loads(line)
+                self._unanswered.popleft()
+                self._settle(
+                    traced=int(answer["traced"]),
+                    errors=int(answer["errors"]),
+                    dropped=int(answer["dropped"]),
+                )
+        except Exception as exc:  # a garbled answer: treat the child as gone
+            self._log_once("answer", "the trace exporter answered %r", exc)
+        await process.wait()
+        lost = sum(self._unanswered)
+        self._unanswered.clear()
+        if self._process is process:
+            self._process = None
+        if lost and not self._closed:
+            self._down_until = time.monotonic() + DOWN_S
+            self._log_once(
+                "exit",
+                "the trace exporter process exited (status %s): %d traces lost; it starts "
+                "again with the next batch. Calls are not affected.",
+                process.returncode,
+                lost,
+            )
+        if lost:
+            self._settle(errors=lost)
+
+    async def _stop_child(self) -> None:
+        process = self._process
+        if process is None:
+            return
+        if process.stdin is not None and not process.stdin.is_closing():
+            process.stdin.close()  # the child flushes, answers and exits
+        try:
+            async with asyncio.timeout(self.settings.flush_timeout_s + STOP_S):
+                if self._reader is not None:
+                    await asyncio.shield(self._reader)
+        except TimeoutError:
+            process.kill()
+            await process.wait()
+        self._process = None
+
+    # --- counting ---------------------------------------------------------------------------
+    def _settle(self, *, traced: int = 0, errors: int = 0, dropped: int = 0) -> None:
+        self.stats["traced"] += traced
+        self.stats["errors"] += errors
+        self.stats["dropped"] += dropped
+        self._settled += traced + errors + dropped
+        self._progress.set()
+        self._progress = asyncio.Event()
+
+    def _log_once(self, key: str, message: str, *args: object, exc_info: bool = False) -> None:
+        if key not in self._logged:
+            self._logged.add(key)
+            log.warning(message, *args, exc_info=exc_info)
+
+
+# --- the child process -----------------------------------------------------------------------
+async def _serve(settings: TraceSettings) -> None:
+    loop = asyncio.get_running_loop()
+    reader = asyncio.StreamReader(limit=2**26)
+    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin.buffer)
+    out = sys.stdout.buffer
+    sink = OtlpTraceSink(settings)
+    try:
+        while True:
+            try:
+                head = await reader.readexactly(4)
+                records = orjson.loads(await reader.readexactly(int.from_bytes(head, "big")))
+            except asyncio.IncompleteReadError:
+                break  # stdin closed: the gateway is stopping
+            before = dict(sink.stats)
+            sink(records)
+            await sink.aflush(3600.0)
+            answer = {key: sink.stats[key] - before[key] for key in ("traced", "errors", "dropped")}
+            out.write(orjson.dumps(answer) + b"\n")
+            out.flush()
+    finally:
+        await sink.aclose(settings.flush_timeout_s)
+
+
+def main() -> None:
+    from llmops.settings import TraceSettings
+
+    logging.basicConfig(
+        level=logging.WARNING, format="%(levelname)s trace exporter %(name)s: %(message)s"
+    )
+    config = json.loads(os.environ[CHILD_SETTINGS])
+    asyncio.run(_serve(TraceSettings(**config)))
+
+
+if __name__ == "__main__":
+    main()
