@@ -12,6 +12,7 @@ import base64
 import itertools
 import json
 import logging
+import os
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -24,7 +25,8 @@ from google.protobuf import json_format
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
 from llmops.settings import Settings, SettingsError, TraceSettings
-from llmops.tracing import build_sinks, flush_sinks, otlp
+from llmops.tracing import build_sinks, exporter, flush_sinks, otlp
+from llmops.tracing.exporter import ProcessTraceSink
 from llmops.tracing.otlp import OtlpTraceSink
 from llmops.tracing.spans import iso_to_ns
 
@@ -365,7 +367,10 @@ def test_the_export_follows_the_tracking_uri() -> None:
     assert export(databricks) == "mlflow"
     with pytest.raises(SettingsError, match="LLMOPS_TRACE_EXPORT=otlp needs"):
         export({**databricks, "LLMOPS_TRACE_EXPORT": "otlp"})
-    [sink] = build_sinks(Settings.from_env({"MLFLOW_TRACKING_URI": "http://m:5000/"}).traces)
+    server = {"MLFLOW_TRACKING_URI": "http://m:5000/"}
+    [sink] = build_sinks(Settings.from_env(server).traces)
+    assert isinstance(sink, ProcessTraceSink)  # spans built off the gateway's process
+    [sink] = build_sinks(Settings.from_env({**server, "LLMOPS_TRACE_PROCESS": "off"}).traces)
     assert isinstance(sink, OtlpTraceSink) and sink.base_url == "http://m:5000"
 
 
@@ -387,3 +392,57 @@ async def test_a_server_behind_authentication_gets_mlflows_own_credentials(
     expected = "Basic " + base64.b64encode(b"ann:pw").decode()
     assert fake_mlflow.posts[1][0]["Authorization"] == expected
     await sink.aclose()
+
+
+def process_sink(fake: FakeMlflow) -> ProcessTraceSink:
+    settings = TraceSettings(
+        tracking_uri=fake.url, experiment_name="otlp-tests", export="otlp", process=True
+    )
+    return ProcessTraceSink(settings)
+
+
+async def test_a_child_process_builds_and_sends_the_spans(fake_mlflow: FakeMlflow) -> None:
+    sink = process_sink(fake_mlflow)
+    sink([record(0), record(1)])
+    sink([record(2)])
+    assert await sink.aflush(60)
+    assert sink.stats == {"queued": 3, "dropped": 0, "sampled_out": 0, "traced": 3, "errors": 0}
+    child = sink._process
+    assert child is not None and child.pid != os.getpid()
+    sent = [span for _, body in fake_mlflow.posts for span in spans_of(body)]
+    assert sorted(attributes(s)["mlflow.traceTag.llmops.request_id"] for s in sent) == [
+        "req-0",
+        "req-1",
+        "req-2",
+    ]
+    await sink.aclose(30)
+    assert child.returncode == 0  # closing stdin let it flush and exit
+    sink([record(3)])  # closed
+    assert sink.stats["dropped"] == 1
+
+
+async def test_a_child_that_dies_costs_its_batch_and_is_started_again(
+    fake_mlflow: FakeMlflow, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, logger="llmops.tracing")
+    monkeypatch.setattr(exporter, "DOWN_S", 0.0)
+    fake_mlflow.delay_s = 5.0  # the first batch is stuck in the child's POST
+    sink = process_sink(fake_mlflow)
+    sink([record(n) for n in range(4)])
+    for _ in range(600):  # until the child's POST reached the server
+        if fake_mlflow.posts:
+            break
+        await asyncio.sleep(0.05)
+    first = sink._process
+    assert first is not None and fake_mlflow.posts
+    first.kill()
+    assert await sink.aflush(30)
+    assert sink.stats["errors"] == 4 and sink.stats["traced"] == 0
+    fake_mlflow.delay_s = 0.0
+    sink([record(n) for n in range(4, 6)])
+    assert await sink.aflush(60)
+    assert sink.stats == {"queued": 6, "dropped": 0, "sampled_out": 0, "traced": 2, "errors": 4}
+    assert sink._process is not None and sink._process.pid != first.pid
+    await sink.aclose(30)
+    [exited] = [r.getMessage() for r in caplog.records if "exporter process exited" in r.message]
+    assert "4 traces lost" in exited and "Calls are not affected" in exited
