@@ -208,11 +208,22 @@ def machine_ticks() -> tuple[int, int]:
 
 
 def process_ticks(pid: int) -> int:
-    """CPU ticks (user + system) process `pid` has used so far; 0 for pid 0."""
+    """CPU ticks (user + system) process `pid` and its live children (the gateway's trace
+    exporter) have used so far; 0 for pid 0."""
     if not pid:
         return 0
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return int(fields[11]) + int(fields[12])
+    ticks = int(fields[11]) + int(fields[12])
+    try:
+        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    except OSError:
+        children = []
+    for child in children:
+        try:
+            ticks += process_ticks(int(child))
+        except OSError:  # it exited meanwhile
+            pass
+    return ticks
 
 
 def wrk(target: Target, conns: int, seconds: int, stream: bool = False, pid: int = 0) -> Run:
