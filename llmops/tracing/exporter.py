@@ -3,13 +3,15 @@
 Building a call's OTLP span costs about as much CPU as building its request-log record
 (docs/benchmarks.md, session 5), and it runs in the process that serves the calls. With
 `LLMOPS_TRACE_PROCESS=on` (the default for OTLP export), `ProcessTraceSink` hands each batch
-of records to a child process instead (`python -m llmops.tracing.exporter`), serialised once
-with orjson, and the child runs the `OtlpTraceSink` of the in-process mode. The gateway's
-share per call is that serialisation and a pipe write.
+of records to a child process instead (`python -m llmops.tracing.exporter`), serialised
+with orjson a few records at a time, and the child runs the `OtlpTraceSink` of the in-process
+mode. The gateway's share per call is that serialisation and a pipe write.
 
 Protocol: the parent writes frames to the child's stdin (4-byte big-endian length, then a JSON
-array of records); the child answers each frame, in order, with one JSON line on stdout once
-its records are settled: `{"traced": n, "errors": n, "dropped": n}`. Closing stdin asks the
+array of up to `FRAME_RECORDS` records, serialised one frame per turn of the event loop); the
+child hands them to one sink as they come and answers, in order, with JSON lines on stdout
+once records are settled: `{"frames": k, "traced": n, "errors": n, "dropped": n}` covers the
+next k frames. Closing stdin asks the
 child to flush and exit. The child's settings come in `LLMOPS_TRACE_CHILD` (JSON); its log
 lines go to the gateway's stderr.
 
@@ -42,6 +44,8 @@ if TYPE_CHECKING:
 log = logging.getLogger("llmops.tracing")
 CHILD_SETTINGS = "LLMOPS_TRACE_CHILD"
 STOP_S = 5.0  # after its flush, how long a closing child may take to exit before it is killed
+FRAME_RECORDS = 32  # records serialised per frame (~0.3 ms here) between two turns of the loop
+_COUNTS = ("traced", "errors", "dropped")
 
 
 class ProcessTraceSink:
@@ -53,7 +57,7 @@ class ProcessTraceSink:
     def __init__(self, settings: TraceSettings) -> None:
         self.settings = settings
         self.stats = {"queued": 0, "dropped": 0, "sampled_out": 0, "traced": 0, "errors": 0}
-        self._frames: deque[tuple[int, bytes]] = deque()  # (records, frame) not yet written
+        self._frames: deque[list[dict[str, Any]]] = deque()  # records not yet written, by frame
         self._waiting = 0  # records in `_frames`
         self._unanswered: deque[int] = deque()  # records per frame written, not yet answered
         self._settled = 0
@@ -68,7 +72,8 @@ class ProcessTraceSink:
 
     # --- on the event loop ----------------------------------------------------------------
     def __call__(self, records: list[dict[str, Any]]) -> None:
-        """Queue a batch for the child: one orjson call and a list append; never raises."""
+        """Queue a batch for the child (list appends; the writer task serialises it); never
+        raises."""
         try:
             loop = asyncio.get_running_loop()
         except RuntimeError:
@@ -95,7 +100,8 @@ class ProcessTraceSink:
             if time.monotonic() < self._down_until:  # the child failed a moment ago
                 self._settle(errors=len(accepted))
                 return
-            self._frames.append((len(accepted), orjson.dumps(accepted)))
+            for start in range(0, len(accepted), FRAME_RECORDS):
+                self._frames.append(accepted[start : start + FRAME_RECORDS])
             self._waiting += len(accepted)
             if self._pump is None or self._pump.done():
                 self._pump = loop.create_task(self._write())
@@ -151,15 +157,17 @@ class ProcessTraceSink:
                     self._waiting = 0
                     self._settle(errors=lost)
                     return
-            count, frame = self._frames.popleft()
-            self._waiting -= count
-            self._unanswered.append(count)
+            records = self._frames.popleft()
+            self._waiting -= len(records)
+            self._unanswered.append(len(records))
+            frame = orjson.dumps(records)  # a few records at a time: the loop serves calls between
             assert process.stdin is not None
             try:
                 process.stdin.write(len(frame).to_bytes(4, "big") + frame)
                 await process.stdin.drain()
             except (ConnectionError, OSError):
                 pass  # the child is gone: the reader counts what it did not answer
+            await asyncio.sleep(0)
 
     async def _start(self) -> asyncio.subprocess.Process | None:
         config = {**asdict(self.settings), "appinsights_connection_string": None}
@@ -191,7 +199,8 @@ class ProcessTraceSink:
         try:
             while line := await process.stdout.readline():
                 answer = orjson.loads(line)
-                self._unanswered.popleft()
+                for _ in range(int(answer["frames"])):
+                    self._unanswered.popleft()
                 self._settle(
                     traced=int(answer["traced"]),
                     errors=int(answer["errors"]),
@@ -248,11 +257,34 @@ class ProcessTraceSink:
 
 # --- the child process -----------------------------------------------------------------------
 async def _serve(settings: TraceSettings) -> None:
+    """Read frames into one OTLP sink as they come (so its POSTs gather many frames); answer
+    the frames in order, as soon as the sink has settled their records."""
     loop = asyncio.get_running_loop()
     reader = asyncio.StreamReader(limit=2**26)
     await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin.buffer)
-    out = sys.stdout.buffer
     sink = OtlpTraceSink(settings)
+    received = asyncio.Event()
+    frames = 0  # read and handed to the sink, not yet answered
+    ended = False
+
+    async def answer() -> None:
+        nonlocal frames
+        last = {key: 0 for key in _COUNTS}
+        while frames or not ended:
+            if not frames:
+                received.clear()
+                await received.wait()
+                continue
+            covered = frames  # aflush waits for every record queued before it
+            await sink.aflush(3600.0)
+            frames -= covered
+            now = {key: sink.stats[key] for key in _COUNTS}
+            delta = {key: now[key] - last[key] for key in _COUNTS}
+            last = now
+            sys.stdout.buffer.write(orjson.dumps({"frames": covered, **delta}) + b"\n")
+            sys.stdout.buffer.flush()
+
+    answering = loop.create_task(answer())
     try:
         while True:
             try:
@@ -260,13 +292,13 @@ async def _serve(settings: TraceSettings) -> None:
                 records = orjson.loads(await reader.readexactly(int.from_bytes(head, "big")))
             except asyncio.IncompleteReadError:
                 break  # stdin closed: the gateway is stopping
-            before = dict(sink.stats)
             sink(records)
-            await sink.aflush(3600.0)
-            answer = {key: sink.stats[key] - before[key] for key in ("traced", "errors", "dropped")}
-            out.write(orjson.dumps(answer) + b"\n")
-            out.flush()
+            frames += 1
+            received.set()
     finally:
+        ended = True
+        received.set()
+        await answering
         await sink.aclose(settings.flush_timeout_s)
 
 
