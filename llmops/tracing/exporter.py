@@ -35,8 +35,7 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from llmops.tracing.otlp import DOWN_S, OtlpTraceSink
-from llmops.tracing.spans import sampled
+from llmops.tracing.otlp import DOWN_S, OtlpTraceSink, QueuedSink
 
 if TYPE_CHECKING:
     from llmops.settings import TraceSettings
@@ -48,78 +47,36 @@ FRAME_RECORDS = 32  # records serialised per frame (~0.3 ms here) between two tu
 _COUNTS = ("traced", "errors", "dropped")
 
 
-class ProcessTraceSink:
-    """A request-log sink that exports traces over OTLP from a child process.
-
-    `stats` as `OtlpTraceSink`'s: each queued record ends as `traced`, `errors` or `dropped`.
-    """
+class ProcessTraceSink(QueuedSink):
+    """A request-log sink that exports traces over OTLP from a child process."""
 
     def __init__(self, settings: TraceSettings) -> None:
-        self.settings = settings
-        self.stats = {"queued": 0, "dropped": 0, "sampled_out": 0, "traced": 0, "errors": 0}
+        super().__init__(settings)
         self._frames: deque[list[dict[str, Any]]] = deque()  # records not yet written, by frame
         self._waiting = 0  # records in `_frames`
         self._unanswered: deque[int] = deque()  # records per frame written, not yet answered
-        self._settled = 0
-        self._progress = asyncio.Event()
-        self._loop: asyncio.AbstractEventLoop | None = None
         self._process: asyncio.subprocess.Process | None = None
         self._pump: asyncio.Task[None] | None = None
         self._reader: asyncio.Task[None] | None = None
         self._down_until = 0.0
-        self._closed = False
-        self._logged: set[str] = set()
 
     # --- on the event loop ----------------------------------------------------------------
-    def __call__(self, records: list[dict[str, Any]]) -> None:
-        """Queue a batch for the child (list appends; the writer task serialises it); never
-        raises."""
-        try:
-            loop = asyncio.get_running_loop()
-        except RuntimeError:
-            self.stats["dropped"] += len(records)
-            self._log_once("no-loop", "traces handed over outside an event loop: dropped")
-            return
-        try:
-            if loop is not self._loop:
-                self._loop, self._pump, self._reader, self._process = loop, None, None, None
-            skipped = 0
-            if self.settings.sample < 1.0:
-                kept = [r for r in records if sampled(r, self.settings.sample)]
-                skipped, records = len(records) - len(kept), kept
-            self.stats["sampled_out"] += skipped
-            room = 0 if self._closed else self.settings.queue_records - self._waiting
-            accepted = records[: max(room, 0)]
-            dropped = len(records) - len(accepted)
-            self.stats["dropped"] += dropped
-            if dropped:
-                self._log_once("dropped", "trace queue full or closed: %d records dropped", dropped)
-            if not accepted:
-                return
-            self.stats["queued"] += len(accepted)
-            if time.monotonic() < self._down_until:  # the child failed a moment ago
-                self._settle(errors=len(accepted))
-                return
-            for start in range(0, len(accepted), FRAME_RECORDS):
-                self._frames.append(accepted[start : start + FRAME_RECORDS])
-            self._waiting += len(accepted)
-            if self._pump is None or self._pump.done():
-                self._pump = loop.create_task(self._write())
-        except Exception:  # a sink must never raise into the request log
-            self._log_once("queue", "could not queue traces", exc_info=True)
+    def _backlog(self) -> int:
+        return self._waiting
 
-    async def aflush(self, within_s: float | None = None) -> bool:
-        """Wait until the child has settled every record queued so far. False when
-        `within_s` seconds (default: the settings' flush timeout) passed first."""
-        target = self.stats["queued"]
-        limit = self.settings.flush_timeout_s if within_s is None else within_s
-        try:
-            async with asyncio.timeout(limit):
-                while self._settled < target:
-                    await self._progress.wait()
-        except TimeoutError:
-            return False
-        return True
+    def _enqueue(self, records: list[dict[str, Any]], loop: asyncio.AbstractEventLoop) -> None:
+        """List appends only: the writer task serialises the frames, one per loop turn."""
+        if time.monotonic() < self._down_until:  # the child failed a moment ago
+            self._settle(errors=len(records))
+            return
+        for start in range(0, len(records), FRAME_RECORDS):
+            self._frames.append(records[start : start + FRAME_RECORDS])
+        self._waiting += len(records)
+        if self._pump is None or self._pump.done():
+            self._pump = loop.create_task(self._write())
+
+    def _rebind(self) -> None:
+        self._pump, self._reader, self._process = None, None, None
 
     async def aclose(self, within_s: float | None = None) -> None:
         """Flush (at most `within_s`), then stop the child; what it has not answered by then
@@ -239,20 +196,6 @@ class ProcessTraceSink:
             process.kill()
             await process.wait()
         self._process = None
-
-    # --- counting ---------------------------------------------------------------------------
-    def _settle(self, *, traced: int = 0, errors: int = 0, dropped: int = 0) -> None:
-        self.stats["traced"] += traced
-        self.stats["errors"] += errors
-        self.stats["dropped"] += dropped
-        self._settled += traced + errors + dropped
-        self._progress.set()
-        self._progress = asyncio.Event()
-
-    def _log_once(self, key: str, message: str, *args: object, exc_info: bool = False) -> None:
-        if key not in self._logged:
-            self._logged.add(key)
-            log.warning(message, *args, exc_info=exc_info)
 
 
 # --- the child process -----------------------------------------------------------------------

@@ -51,7 +51,7 @@ OTLP_PATH = "/v1/traces"
 EXPERIMENT_HEADER = "x-mlflow-experiment-id"
 TAG_ATTRIBUTE = "mlflow.traceTag."  # a root-span attribute MLflow stores as a trace tag
 BATCH_SPANS = 500  # spans per POST, at most
-MAX_POST_BYTES = 4 * 1024 * 1024  # and a POST ends with the span that crosses this size
+MAX_POST_BYTES = 4 * 1024 * 1024  # and stops short of this size (unless one span is larger)
 ATTEMPTS = 3  # tries per batch (429, 5xx, connection errors, timeouts)
 DOWN_S = 30.0  # after a batch failed for good, records are not tried for this long
 REQUEST_TIMEOUT_S = 10.0
@@ -126,34 +126,26 @@ class _Refused(Exception):
     """The server answered with an error that a retry will not fix."""
 
 
-class OtlpTraceSink:
-    """A request-log sink that sends each call's trace to an MLflow server over OTLP/HTTP.
+class QueuedSink:
+    """What the OTLP sinks share: a request-log sink on the event loop whose queued records each
+    end counted, and whose flush waits for the records queued before it.
 
     `stats`: `queued` records were accepted; each ends as `traced`, `errors` or, when the sink
     closes before it was sent, `dropped`. `dropped` also counts records turned away because the
     queue was full or the sink closed (never queued); `sampled_out` those sampling skipped.
+    Subclasses say how many records wait (`_backlog`), take accepted ones (`_enqueue`), forget
+    the tasks of a finished loop (`_rebind`), and settle records with `_settle`.
     """
 
-    def __init__(self, settings: TraceSettings, *, batch_spans: int = BATCH_SPANS) -> None:
+    def __init__(self, settings: TraceSettings) -> None:
         self.settings = settings
-        self.batch_spans = batch_spans
-        self.base_url = settings.tracking_uri.rstrip("/")
         self.stats = {"queued": 0, "dropped": 0, "sampled_out": 0, "traced": 0, "errors": 0}
-        self._pending: list[dict[str, Any]] = []
-        self._in_flight = 0  # records taken from the queue and not yet settled
         self._settled = 0  # queued records that ended as traced, errors or dropped
         self._progress = asyncio.Event()  # replaced by a fresh one at each settlement
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._task: asyncio.Task[None] | None = None
-        self._session: aiohttp.ClientSession | None = None
-        self._experiment_id: str | None = None
-        self._down_until = 0.0
-        self._protobuf = False  # the server takes OTLP as protobuf only (older MLflow)
         self._closed = False
         self._logged: set[str] = set()
-        self._auth = _auth_headers(os.environ)
 
-    # --- on the event loop ----------------------------------------------------------------
     def __call__(self, records: list[dict[str, Any]]) -> None:
         """Queue a batch for export: never blocks, never raises."""
         try:
@@ -163,23 +155,23 @@ class OtlpTraceSink:
             self._log_once("no-loop", "traces handed over outside an event loop: dropped")
             return
         try:
-            if loop is not self._loop:  # a task or connections of another (finished) loop
-                self._loop, self._task, self._session = loop, None, None
+            if loop is not self._loop:  # tasks or connections of another (finished) loop
+                self._loop = loop
+                self._rebind()
             skipped = 0
             if self.settings.sample < 1.0:
                 kept = [r for r in records if sampled(r, self.settings.sample)]
                 skipped, records = len(records) - len(kept), kept
-            room = 0 if self._closed else self.settings.queue_records - len(self._pending)
+            room = 0 if self._closed else self.settings.queue_records - self._backlog()
             accepted = records[: max(room, 0)]
-            self._pending.extend(accepted)
             dropped = len(records) - len(accepted)
             self.stats["queued"] += len(accepted)
             self.stats["dropped"] += dropped
             self.stats["sampled_out"] += skipped
             if dropped:
                 self._log_once("dropped", "trace queue full or closed: %d records dropped", dropped)
-            if accepted and (self._task is None or self._task.done()):
-                self._task = loop.create_task(self._run())
+            if accepted:
+                self._enqueue(accepted, loop)
         except Exception:  # a sink must never raise into the request log
             self._log_once("queue", "could not queue traces", exc_info=True)
 
@@ -192,12 +184,72 @@ class OtlpTraceSink:
         try:
             async with asyncio.timeout(limit):
                 while self._settled < target:
-                    if self._task is None or self._task.done():
-                        return self._settled >= target  # nothing left that could settle them
+                    if not self._working():
+                        return False  # nothing left that could settle them
                     await self._progress.wait()
         except TimeoutError:
             return False
         return True
+
+    def _backlog(self) -> int:
+        raise NotImplementedError
+
+    def _enqueue(self, records: list[dict[str, Any]], loop: asyncio.AbstractEventLoop) -> None:
+        raise NotImplementedError
+
+    def _rebind(self) -> None:
+        raise NotImplementedError
+
+    def _working(self) -> bool:
+        """Whether something is under way that will settle more records."""
+        return True
+
+    def _settle(self, *, traced: int = 0, errors: int = 0, dropped: int = 0) -> None:
+        """Count queued records that reached their end; wake the flushes waiting for them."""
+        self.stats["traced"] += traced
+        self.stats["errors"] += errors
+        self.stats["dropped"] += dropped
+        self._settled += traced + errors + dropped
+        self._progress.set()
+        self._progress = asyncio.Event()
+
+    def _log_once(self, key: str, message: str, *args: object, exc_info: bool = False) -> None:
+        if key not in self._logged:
+            self._logged.add(key)
+            log.warning(message, *args, exc_info=exc_info)
+
+
+class OtlpTraceSink(QueuedSink):
+    """A request-log sink that sends each call's trace to an MLflow server over OTLP/HTTP,
+    building the spans on the event loop between calls."""
+
+    def __init__(self, settings: TraceSettings, *, batch_spans: int = BATCH_SPANS) -> None:
+        super().__init__(settings)
+        self.batch_spans = batch_spans
+        self.base_url = settings.tracking_uri.rstrip("/")
+        self._pending: list[dict[str, Any]] = []
+        self._in_flight = 0  # records taken from the queue and not yet settled
+        self._task: asyncio.Task[None] | None = None
+        self._session: aiohttp.ClientSession | None = None
+        self._experiment_id: str | None = None
+        self._down_until = 0.0
+        self._protobuf = False  # the server takes OTLP as protobuf only (older MLflow)
+        self._auth = _auth_headers(os.environ)
+
+    # --- on the event loop ----------------------------------------------------------------
+    def _backlog(self) -> int:
+        return len(self._pending)
+
+    def _enqueue(self, records: list[dict[str, Any]], loop: asyncio.AbstractEventLoop) -> None:
+        self._pending.extend(records)
+        if self._task is None or self._task.done():
+            self._task = loop.create_task(self._run())
+
+    def _rebind(self) -> None:
+        self._task, self._session = None, None
+
+    def _working(self) -> bool:
+        return self._task is not None and not self._task.done()
 
     async def aclose(self, within_s: float | None = None) -> None:
         """Flush (at most `within_s`), then stop: what is still queued is dropped and counted."""
@@ -355,15 +407,8 @@ class OtlpTraceSink:
 
     # --- counting and logging ---------------------------------------------------------------
     def _settle(self, *, traced: int = 0, errors: int = 0, dropped: int = 0) -> None:
-        """Count queued records that reached their end; wake the flushes waiting for them."""
-        count = traced + errors + dropped
-        self.stats["traced"] += traced
-        self.stats["errors"] += errors
-        self.stats["dropped"] += dropped
-        self._settled += count
-        self._in_flight = max(self._in_flight - count, 0)
-        self._progress.set()
-        self._progress = asyncio.Event()
+        super()._settle(traced=traced, errors=errors, dropped=dropped)
+        self._in_flight = max(self._in_flight - (traced + errors + dropped), 0)
 
     def _error(self, detail: str) -> None:
         """Log the first failure only (export must never flood the logs); `_settle` counts."""
@@ -373,11 +418,6 @@ class OtlpTraceSink:
             "counted (stats['errors']), not logged.",
             detail,
         )
-
-    def _log_once(self, key: str, message: str, *args: object, exc_info: bool = False) -> None:
-        if key not in self._logged:
-            self._logged.add(key)
-            log.warning(message, *args, exc_info=exc_info)
 
 
 def _check(status: int, what: str, text: str, expected: int | None = None) -> None:
