@@ -20,8 +20,10 @@ Failures never reach a call: a batch the server refuses, or cannot take after `A
 (429 and 5xx wait as `retry-after` asks, at most `MAX_RETRY_WAIT_S`), is counted in
 `stats["errors"]` and logged once. A server that cannot be reached, or refuses everything
 (401, 403, 404, 405), is left alone for `DOWN_S` seconds (its records count as errors
-meanwhile), so a dead server costs nothing; a batch refused for its content (400, 413, 422)
-is counted and the next one is tried. The queue is bounded (`LLMOPS_TRACE_QUEUE_RECORDS`):
+meanwhile), so a dead server costs nothing. A batch refused for what it holds (400, 413, 422)
+is sent again in halves, so that one span the server cannot read, or a proxy's smaller body
+limit (413, which also lowers later batches' size), costs only its own spans; the next batch
+is tried either way. The queue is bounded (`LLMOPS_TRACE_QUEUE_RECORDS`):
 beyond it, records are dropped and counted. The request log keeps every call either way.
 """
 
@@ -52,6 +54,9 @@ EXPERIMENT_HEADER = "x-mlflow-experiment-id"
 TAG_ATTRIBUTE = "mlflow.traceTag."  # a root-span attribute MLflow stores as a trace tag
 BATCH_SPANS = 500  # spans per POST, at most
 MAX_POST_BYTES = 4 * 1024 * 1024  # and stops short of this size (unless one span is larger)
+MIN_POST_BYTES = 64 * 1024  # a 413 lowers the byte limit of later POSTs, never below this
+SPLIT_STATUSES = (400, 413, 422)  # refusals of what a batch holds: its halves may be taken
+SPLIT_POSTS = 32  # at most this many more POSTs to save the spans of one refused batch
 ATTEMPTS = 3  # tries per batch (429, 5xx, connection errors, timeouts)
 DOWN_S = 30.0  # after a batch failed for good, records are not tried for this long
 REQUEST_TIMEOUT_S = 10.0
@@ -234,6 +239,7 @@ class OtlpTraceSink(QueuedSink):
         self._experiment_id: str | None = None
         self._down_until = 0.0
         self._protobuf = False  # the server takes OTLP as protobuf only (older MLflow)
+        self._post_bytes = MAX_POST_BYTES  # lowered when a server or proxy answers 413
         self._auth = _auth_headers(os.environ)
 
     # --- on the event loop ----------------------------------------------------------------
@@ -300,7 +306,7 @@ class OtlpTraceSink(QueuedSink):
                     self._error(f"could not trace {record.get('request_id')}: {exc!r}")
                     self._settle(errors=1)
                     continue
-                if spans and size + len(span) > MAX_POST_BYTES:
+                if spans and size + len(span) > self._post_bytes:
                     await self._send(spans)
                     spans, size = [], 0
                 spans.append(span)
@@ -310,42 +316,90 @@ class OtlpTraceSink(QueuedSink):
             await self._send(spans)
 
     async def _send(self, spans: list[bytes]) -> None:
-        """POST `spans` (tries: ATTEMPTS) and settle them as traced or errors."""
-        count = len(spans)
+        """POST `spans` and settle them as traced or errors (see `_split` for refusals)."""
         if time.monotonic() < self._down_until:
-            self._settle(errors=count)
+            self._settle(errors=len(spans))
             return
+        status, problem = await self._attempt(spans)
+        if 0 < status < 300:
+            self._settle(traced=len(spans))
+        elif status in SPLIT_STATUSES:
+            await self._split(spans, status, problem, SPLIT_POSTS)
+        else:
+            self._lose(spans, problem)
+
+    async def _split(self, spans: list[bytes], status: int, problem: str, budget: int) -> int:
+        """`spans` were refused for what they hold (`status` 400, 413 or 422): send them again
+        in halves, so that one span the server cannot read, or a proxy's smaller body limit,
+        does not cost the whole batch. A half refused in turn is split again, at most `budget`
+        more POSTs in all (the budget left is returned). When both halves are refused with 400
+        or 422 the server refuses this kind of batch, not one span: both are lost, so such a
+        server costs 3 POSTs a batch. A 413 also lowers the byte limit of later batches."""
+        if status == 413:
+            size = sum(map(len, spans))
+            self._post_bytes = max(MIN_POST_BYTES, min(self._post_bytes, size // 2))
+        if len(spans) < 2 or budget < 2:
+            self._lose(spans, problem)
+            return budget
+        budget -= 2
+        middle = len(spans) // 2
+        refused = []
+        for half in (spans[:middle], spans[middle:]):
+            answer, detail = await self._attempt(half)
+            if 0 < answer < 300:
+                self._settle(traced=len(half))
+            else:
+                refused.append((half, answer, detail))
+        if len(refused) == 2 and all(answer in (400, 422) for _, answer, _ in refused):
+            for half, _, detail in refused:
+                self._lose(half, detail)
+            return budget
+        for half, answer, detail in refused:
+            if answer in SPLIT_STATUSES:
+                budget = await self._split(half, answer, detail, budget)
+            else:
+                self._lose(half, detail)
+        return budget
+
+    async def _attempt(self, spans: list[bytes]) -> tuple[int, str]:
+        """POST `spans`, tried again after 429, 5xx and network errors (ATTEMPTS in all):
+        (status, problem). Below 300: taken; 0: no answer (or the server is left alone). A
+        server that cannot be reached, or refuses everything, is left alone for DOWN_S."""
+        if time.monotonic() < self._down_until:  # an earlier part of the batch failed so
+            return 0, "the server is left alone after a failure"
         body = otlp_request(spans)
-        problem, rest = "", False
+        status, problem = 0, ""
         for attempt in range(ATTEMPTS):
             wait = backoff_seconds(attempt)
             try:
                 status, text, asked = await self._post(body)
                 if status < 300:
-                    self._settle(traced=count)
-                    return
+                    return status, ""
                 problem = f"HTTP {status}: {text[:300]}"
                 if status != 429 and status < 500:
                     # the server (or a proxy) refuses what was sent: no retry; only a server
                     # that refuses everything (auth, no such endpoint) is left to rest
-                    rest = status in (401, 403, 404, 405)
-                    break
+                    if status in (401, 403, 404, 405):
+                        self._down_until = time.monotonic() + DOWN_S
+                    return status, problem
                 wait = asked if asked is not None else wait
             except _Refused as exc:  # the experiment could not be found or created
-                problem, rest = str(exc), True
+                status, problem = 0, str(exc)
                 break
             except Exception as exc:  # connection refused or reset, timeouts, bad answers
-                problem = f"{type(exc).__name__}: {exc}"
-            rest = True
+                status, problem = 0, f"{type(exc).__name__}: {exc}"
             if attempt + 1 < ATTEMPTS:
                 await asyncio.sleep(min(wait, MAX_RETRY_WAIT_S))
-        self._settle(errors=count)
-        if rest:
-            self._down_until = time.monotonic() + DOWN_S
+        self._down_until = time.monotonic() + DOWN_S
+        return status, problem
+
+    def _lose(self, spans: list[bytes], problem: str) -> None:
+        """Count `spans` as errors and log (the first failure only)."""
+        self._settle(errors=len(spans))
         hint = ""
         if "HTTP 404" in problem or "HTTP 405" in problem:
             hint = f" (OTLP ingest needs MLflow server {MIN_SERVER} or later; or {_CLIENT})"
-        self._error(f"{self.base_url} did not take {count} traces: {problem}{hint}")
+        self._error(f"{self.base_url} did not take {len(spans)} traces: {problem}{hint}")
 
     async def _post(self, body: bytes) -> tuple[int, str, float | None]:
         """One POST: (status, body text, the wait a 429/503 asked for). A server that takes

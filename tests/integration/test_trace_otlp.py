@@ -14,7 +14,7 @@ import json
 import logging
 import os
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -28,7 +28,7 @@ from llmops.settings import Settings, SettingsError, TraceSettings
 from llmops.tracing import build_sinks, exporter, flush_sinks, otlp
 from llmops.tracing.exporter import ProcessTraceSink
 from llmops.tracing.otlp import OtlpTraceSink
-from llmops.tracing.spans import iso_to_ns
+from llmops.tracing.spans import iso_to_ns, trace_parts
 
 pytestmark = pytest.mark.integration
 EXPERIMENT = "41"
@@ -38,14 +38,17 @@ EXPERIMENT = "41"
 class FakeMlflow:
     """MLflow's experiment lookup and creation and its OTLP endpoint. Planned answers:
     `lookups` for the lookup (status, JSON body), `planned` for `/v1/traces`. With
-    `protobuf_only`, JSON is refused as MLflow 3.6 to 3.11 refuse it."""
+    `protobuf_only`, JSON is refused as MLflow 3.6 to 3.11 refuse it. `refuse` may answer a
+    POST by what it holds (its raw body and its spans): a status, or None to take it."""
 
     url: str = ""
     planned: list[tuple[int, dict[str, str]]] = field(default_factory=list)
     lookups: list[tuple[int, Any]] = field(default_factory=list)
     protobuf_only: bool = False
     delay_s: float = 0.0
+    refuse: Callable[[bytes, list[dict[str, Any]]], int | None] | None = None
     posts: list[tuple[dict[str, str], dict[str, Any]]] = field(default_factory=list)
+    refused: list[int] = field(default_factory=list)  # how many spans each refused POST held
     looked_up: int = 0
     created: list[str] = field(default_factory=list)
 
@@ -77,6 +80,9 @@ class FakeMlflow:
             )
         else:
             body = json.loads(raw)
+        if self.refuse is not None and (status := self.refuse(raw, spans_of(body))) is not None:
+            self.refused.append(len(spans_of(body)))
+            return web.json_response({"error_code": "INVALID_PARAMETER_VALUE"}, status=status)
         self.posts.append((dict(request.headers), body))
         await asyncio.sleep(self.delay_s)
         status, headers = self.planned.pop(0) if self.planned else (200, {})
@@ -210,20 +216,83 @@ async def test_429_and_5xx_are_retried_as_the_server_asks(
     await sink.aclose()
 
 
-async def test_a_refused_batch_is_counted_and_the_next_one_still_sent(
+def request_ids(fake: FakeMlflow) -> list[str]:
+    """The request ids of the spans the fake took, in the order it took them."""
+    return [
+        attributes(span)["mlflow.traceTag.llmops.request_id"]
+        for _, body in fake.posts
+        for span in spans_of(body)
+    ]
+
+
+async def test_a_span_the_server_cannot_read_costs_only_itself(fake_mlflow: FakeMlflow) -> None:
+    def unreadable(raw: bytes, spans: list[dict[str, Any]]) -> int | None:
+        return 422 if b'"req-5"' in raw else None  # MLflow refuses a batch with a bad span
+
+    fake_mlflow.refuse = unreadable
+    sink = sink_for(fake_mlflow)
+    sink([record(n) for n in range(16)])
+    assert await sink.aflush(30)
+    assert sink.stats == {"queued": 16, "dropped": 0, "sampled_out": 0, "traced": 15, "errors": 1}
+    assert sorted(request_ids(fake_mlflow)) == sorted(f"req-{n}" for n in range(16) if n != 5)
+    # halving isolates it: 16, 8, 4, 2 and 1 spans refused; one taken half at each level
+    assert fake_mlflow.refused == [16, 8, 4, 2, 1] and len(fake_mlflow.posts) == 4
+    fake_mlflow.posts.clear()
+    sink([record(n) for n in range(16, 20)])  # the next batch is one POST again
+    assert await sink.aflush(30)
+    assert len(fake_mlflow.posts) == 1 and sink.stats["traced"] == 19
+    await sink.aclose()
+
+
+async def test_a_server_that_refuses_every_batch_costs_three_posts_a_batch(
     fake_mlflow: FakeMlflow, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.WARNING, logger="llmops.tracing")
-    fake_mlflow.planned = [(422, {})]  # MLflow refuses a batch with a span it cannot read
+    fake_mlflow.refuse = lambda raw, spans: 400  # e.g. an attribute this server cannot take
     sink = sink_for(fake_mlflow)
-    sink([record(n) for n in range(4)])
+    sink([record(n) for n in range(8)])
     assert await sink.aflush(30)
-    sink([record(n) for n in range(4, 10)])
+    sink([record(n) for n in range(8, 10)])  # not left alone: the next batch is still tried
     assert await sink.aflush(30)
-    assert len(fake_mlflow.posts) == 2  # a 422 is not retried; the next batch goes out
-    assert sink.stats == {"queued": 10, "dropped": 0, "sampled_out": 0, "traced": 6, "errors": 4}
+    assert fake_mlflow.refused == [8, 4, 4, 2, 1, 1]  # each batch, then both its halves
+    assert sink.stats == {"queued": 10, "dropped": 0, "sampled_out": 0, "traced": 0, "errors": 10}
     [warning] = [r.getMessage() for r in caplog.records if r.name == "llmops.tracing"]
-    assert "HTTP 422" in warning and "Calls are not affected" in warning
+    assert "HTTP 400" in warning and "Calls are not affected" in warning
+    await sink.aclose()
+
+
+async def test_a_body_too_large_for_a_proxy_is_split_and_later_batches_are_smaller(
+    fake_mlflow: FakeMlflow, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    spans = [orjson.dumps(otlp.otlp_span(trace_parts(record(n)))) for n in range(3)]
+    limit = len(otlp.otlp_request(spans[:2])) + 100  # a proxy's body limit: two spans pass
+    assert len(otlp.otlp_request(spans)) > limit
+    fake_mlflow.refuse = lambda raw, spans: 413 if len(raw) > limit else None
+    monkeypatch.setattr(otlp, "MIN_POST_BYTES", 1000)
+    sink = sink_for(fake_mlflow)
+    sink([record(n) for n in range(8)])
+    assert await sink.aflush(30)
+    assert sorted(request_ids(fake_mlflow)) == sorted(f"req-{n}" for n in range(8))
+    assert fake_mlflow.refused == [8, 4, 4]  # whole, then both halves; then quarters taken
+    assert sink.stats["traced"] == 8 and sink.stats["errors"] == 0
+    fake_mlflow.posts.clear()
+    sink([record(n) for n in range(8, 16)])  # built under the lowered limit: no 413 now
+    assert await sink.aflush(30)
+    assert fake_mlflow.refused == [8, 4, 4] and sink.stats["traced"] == 16
+    assert len(fake_mlflow.posts) >= 4  # ... and each under the limit
+    await sink.aclose()
+
+
+async def test_splitting_a_refused_batch_has_a_bounded_cost(
+    fake_mlflow: FakeMlflow, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(otlp, "SPLIT_POSTS", 4)
+    fake_mlflow.refuse = lambda raw, spans: 413  # a proxy that takes no body at all
+    sink = sink_for(fake_mlflow)
+    sink([record(n) for n in range(16)])
+    assert await sink.aflush(30)
+    assert len(fake_mlflow.refused) == 1 + 4  # the batch, then the budget's POSTs
+    assert sink.stats["errors"] == 16 and sink.stats["traced"] == 0
     await sink.aclose()
 
 
