@@ -10,8 +10,8 @@ overwrite the same blob. `add()` never blocks, never raises and never waits for 
 
 Everything runs on the event loop that serves the calls: measured, a background thread that
 serialises records costs more throughput than batched work between requests (the GIL is
-shared with the loop). Batches are built in slices that yield to the loop, so a flush never
-stalls requests for long.
+shared with the loop). Batches are built in slices of at most ~0.1 ms that yield to the loop
+(llmops/slices.py), so a flush never stalls requests for long.
 """
 
 from __future__ import annotations
@@ -33,6 +33,7 @@ from llmops.logs.layout import batch_name, iso
 from llmops.logs.record import build_record
 from llmops.logs.store import LogStore
 from llmops.settings import LogSettings
+from llmops.slices import Slices
 
 if TYPE_CHECKING:
     from llmops.gateway.service import CallInfo
@@ -42,7 +43,6 @@ log = logging.getLogger("llmops.logs")
 RecordSink = Callable[[list[dict[str, Any]]], None]  # receives each batch's built records
 # Only files this writer could have made are replayed (the spool folder may be shared).
 _SPOOL_NAME = re.compile(r"v1~date=\d{4}-\d\d-\d\d~hour=\d\d~[A-Za-z0-9-]+-\d{10}\.jsonl")
-_SLICE = 8  # records built between two yields to the event loop: ~0.5 ms of work at most
 
 
 def instance_id() -> str:
@@ -180,18 +180,18 @@ class RequestLogWriter:
         """Serialise a batch as JSON Lines, one blob per hour of `received_at`."""
         by_hour: dict[str, list[bytes]] = {}
         records = []
-        for start in range(0, len(batch), _SLICE):
-            for info in batch[start : start + _SLICE]:
-                record = self._record(info)
-                try:
-                    line = orjson.dumps(record) + b"\n"
-                except (TypeError, orjson.JSONEncodeError):  # e.g. nested past orjson's limit
-                    self.stats["build_failures"] += 1
-                    record = self._minimal(info, "RecordNotSerialisable")
-                    line = orjson.dumps(record) + b"\n"
-                records.append(record)
-                by_hour.setdefault(record["received_at"][:13], []).append(line)
-            await asyncio.sleep(0)
+        slices = Slices()
+        for info in batch:
+            record = self._record(info)
+            try:
+                line = orjson.dumps(record) + b"\n"
+            except (TypeError, orjson.JSONEncodeError):  # e.g. nested past orjson's limit
+                self.stats["build_failures"] += 1
+                record = self._minimal(info, "RecordNotSerialisable")
+                line = orjson.dumps(record) + b"\n"
+            records.append(record)
+            by_hour.setdefault(record["received_at"][:13], []).append(line)
+            await slices.turn()
         self._notify(records)
         blobs = []
         for hour, lines in by_hour.items():  # hour is "YYYY-MM-DDTHH"

@@ -1,0 +1,44 @@
+"""Slices: long work on the event loop gives the loop a turn once its time budget is spent."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+
+import pytest
+
+from llmops import slices
+from llmops.slices import Slices
+
+
+async def turns_taken(work: Slices, items: int) -> int:
+    """How many turns another task got while `items` items of work ran with `work`."""
+    turns = 0
+
+    async def other() -> None:
+        nonlocal turns
+        while True:
+            await asyncio.sleep(0)
+            turns += 1
+
+    task = asyncio.ensure_future(other())
+    await asyncio.sleep(0)  # `other` starts and waits for its first turn
+    for _ in range(items):
+        await work.turn()
+    taken = turns
+    task.cancel()
+    return taken
+
+
+async def test_the_loop_gets_a_turn_each_time_the_budget_is_spent(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    clock = itertools.count(0.0, 0.00004)  # each item of work takes 40 us
+    monkeypatch.setattr(slices, "perf_counter", lambda: next(clock))
+    # 0.1 ms: a turn after the third item (120 us), the clock then read again: every 3 items
+    assert await turns_taken(Slices(0.0001), 30) == 10
+
+
+async def test_no_turn_within_the_budget_and_one_per_item_without_one() -> None:
+    assert await turns_taken(Slices(3600.0), 50) == 0
+    assert await turns_taken(Slices(0.0), 50) == 50
