@@ -5,8 +5,9 @@ the upstream answer, its response), and each turn can wait behind one slice of b
 work. A request-log flush built 8 records per slice (~0.4 ms here) could so add ~1.5 ms to
 each call it overlapped: the +0.8 to +1.5 ms the log added to p99 at concurrency 1 in full
 runs (docs/benchmarks.md, session 6). A time budget rather than a count of items keeps each
-slice short whatever one item costs (long messages, a slow machine); the price is more turns,
-~1% more instructions per call at most (measured under valgrind, where every item is a turn).
+slice to the budget plus one item, whatever items cost (long messages, a slow machine). The
+price is more turns: ~1% more instructions per call at most (measured under valgrind, where
+every item is a turn).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ SLICE_S = 0.0001  # work between two turns of the loop: 0.1 ms
 
 
 class Slices:
-    """`await slices.turn()` after each item of work: gives the loop a turn once `budget_s` of
+    """`await slices.turn()` between items of work: gives the loop a turn once `budget_s` of
     work has run since the last one. Costs a clock read per item."""
 
     __slots__ = ("_budget", "_until")

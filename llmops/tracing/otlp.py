@@ -20,10 +20,10 @@ Failures never reach a call: a batch the server refuses, or cannot take after `A
 (429 and 5xx wait as `retry-after` asks, at most `MAX_RETRY_WAIT_S`), is counted in
 `stats["errors"]` and logged once. A server that cannot be reached, or refuses everything
 (401, 403, 404, 405), is left alone for `DOWN_S` seconds (its records count as errors
-meanwhile), so a dead server costs nothing. A batch refused for what it holds (400, 413, 422)
-is sent again in halves, so that one span the server cannot read, or a proxy's smaller body
-limit (413, which also lowers later batches' size), costs only its own spans; the next batch
-is tried either way. The queue is bounded (`LLMOPS_TRACE_QUEUE_RECORDS`):
+meanwhile), so a dead server costs nothing. A batch refused for what it holds is cut
+smaller (413: a proxy's body limit, which then holds for later batches too) or bisected (400,
+422), so that a span the server cannot read costs only itself; the next batch is tried
+either way. The queue is bounded (`LLMOPS_TRACE_QUEUE_RECORDS`):
 beyond it, records are dropped and counted. The request log keeps every call either way.
 """
 
@@ -56,8 +56,7 @@ TAG_ATTRIBUTE = "mlflow.traceTag."  # a root-span attribute MLflow stores as a t
 BATCH_SPANS = 500  # spans per POST, at most
 MAX_POST_BYTES = 4 * 1024 * 1024  # and stops short of this size (unless one span is larger)
 MIN_POST_BYTES = 64 * 1024  # a 413 lowers the byte limit of later POSTs, never below this
-SPLIT_STATUSES = (400, 413, 422)  # refusals of what a batch holds: its halves may be taken
-SPLIT_POSTS = 32  # at most this many more POSTs to save the spans of one refused batch
+SPLIT_POSTS = 32  # more parts sent (each tried as a batch is) to save a refused batch's spans
 ATTEMPTS = 3  # tries per batch (429, 5xx, connection errors, timeouts)
 DOWN_S = 30.0  # after a batch failed for good, records are not tried for this long
 REQUEST_TIMEOUT_S = 10.0
@@ -240,6 +239,7 @@ class OtlpTraceSink(QueuedSink):
         self._down_until = 0.0
         self._protobuf = False  # the server takes OTLP as protobuf only (older MLflow)
         self._post_bytes = MAX_POST_BYTES  # lowered when a server or proxy answers 413
+        self._refusing = False  # a batch was refused for its content, nothing taken since
         self._auth = _auth_headers(os.environ)
 
     # --- on the event loop ----------------------------------------------------------------
@@ -316,28 +316,50 @@ class OtlpTraceSink(QueuedSink):
             await self._send(spans)
 
     async def _send(self, spans: list[bytes]) -> None:
-        """POST `spans` and settle them as traced or errors (see `_split` for refusals)."""
+        """POST `spans` and settle them as traced or errors.
+
+        A part refused for its size (413) lowers the byte limit, of this batch and of later
+        ones, and what is left of the batch is cut again; a part refused for what it holds
+        (400, 422) is bisected (`_bisect`). Either costs at most `SPLIT_POSTS` more parts
+        sent per batch; what is left when they are spent counts as errors."""
         if time.monotonic() < self._down_until:
             self._settle(errors=len(spans))
             return
-        status, problem = await self._attempt(spans)
-        if 0 < status < 300:
-            self._settle(traced=len(spans))
-        elif status in SPLIT_STATUSES:
-            await self._split(spans, status, problem, SPLIT_POSTS)
-        else:
-            self._lose(spans, problem)
+        traced, refused = self.stats["traced"], False
+        budget = SPLIT_POSTS
+        limit = self._post_bytes
+        start = 0
+        while start < len(spans):
+            end, size = start + 1, len(spans[start])
+            while end < len(spans) and size + len(spans[end]) <= limit:
+                size += len(spans[end])
+                end += 1
+            part = spans[start:end]
+            status, problem = await self._attempt(part)
+            if 0 < status < 300:
+                self._settle(traced=len(part))
+            elif status == 413 and len(part) > 1 and budget > 0:
+                budget -= 1
+                limit = size // 2  # this batch: as small as it takes
+                self._post_bytes = max(MIN_POST_BYTES, min(self._post_bytes, limit))
+                continue  # cut again from `start`
+            elif status in (400, 422) and len(part) > 1:
+                refused = True
+                budget = await self._bisect(part, problem, budget)
+            else:
+                self._lose(part, problem)
+            start = end
+        if self.stats["traced"] > traced:
+            self._refusing = False
+        elif refused:
+            self._refusing = True
 
-    async def _split(self, spans: list[bytes], status: int, problem: str, budget: int) -> int:
-        """`spans` were refused for what they hold (`status` 400, 413 or 422): send them again
-        in halves, so that one span the server cannot read, or a proxy's smaller body limit,
-        does not cost the whole batch. A half refused in turn is split again, at most `budget`
-        more POSTs in all (the budget left is returned). When both halves are refused with 400
-        or 422 the server refuses this kind of batch, not one span: both are lost, so such a
-        server costs 3 POSTs a batch. A 413 also lowers the byte limit of later batches."""
-        if status == 413:
-            size = sum(map(len, spans))
-            self._post_bytes = max(MIN_POST_BYTES, min(self._post_bytes, size // 2))
+    async def _bisect(self, spans: list[bytes], problem: str, budget: int) -> int:
+        """`spans` were refused for what they hold (400, 422): send them again in halves, and
+        a refused half in halves again, so one span the server cannot read costs only itself
+        (`budget`: more parts that may be sent; what is left is returned). A server that has
+        taken nothing since it last refused a whole batch refuses this kind of batch rather
+        than one span: when both halves are refused, both are lost (3 POSTs a batch)."""
         if len(spans) < 2 or budget < 2:
             self._lose(spans, problem)
             return budget
@@ -345,18 +367,18 @@ class OtlpTraceSink(QueuedSink):
         middle = len(spans) // 2
         refused = []
         for half in (spans[:middle], spans[middle:]):
-            answer, detail = await self._attempt(half)
-            if 0 < answer < 300:
+            status, detail = await self._attempt(half)
+            if 0 < status < 300:
                 self._settle(traced=len(half))
             else:
-                refused.append((half, answer, detail))
-        if len(refused) == 2 and all(answer in (400, 422) for _, answer, _ in refused):
+                refused.append((half, status, detail))
+        if len(refused) == 2 and self._refusing:
             for half, _, detail in refused:
                 self._lose(half, detail)
             return budget
-        for half, answer, detail in refused:
-            if answer in SPLIT_STATUSES:
-                budget = await self._split(half, answer, detail, budget)
+        for half, status, detail in refused:
+            if status in (400, 422):
+                budget = await self._bisect(half, detail, budget)
             else:
                 self._lose(half, detail)
         return budget

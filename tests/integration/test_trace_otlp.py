@@ -244,20 +244,51 @@ async def test_a_span_the_server_cannot_read_costs_only_itself(fake_mlflow: Fake
     await sink.aclose()
 
 
-async def test_a_server_that_refuses_every_batch_costs_three_posts_a_batch(
+async def test_two_spans_the_server_cannot_read_cost_only_themselves(
+    fake_mlflow: FakeMlflow,
+) -> None:
+    bad = (b'"req-2"', b'"req-11"')  # one in each half of the batch
+    fake_mlflow.refuse = lambda raw, spans: 422 if any(b in raw for b in bad) else None
+    sink = sink_for(fake_mlflow)
+    sink([record(n) for n in range(16)])
+    assert await sink.aflush(30)
+    assert sink.stats["traced"] == 14 and sink.stats["errors"] == 2
+    assert sorted(request_ids(fake_mlflow)) == sorted(
+        f"req-{n}" for n in range(16) if n not in (2, 11)
+    )
+    await sink.aclose()
+
+
+async def test_a_server_that_refuses_every_batch_is_bisected_once_then_costs_three_posts(
     fake_mlflow: FakeMlflow, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.WARNING, logger="llmops.tracing")
     fake_mlflow.refuse = lambda raw, spans: 400  # e.g. an attribute this server cannot take
     sink = sink_for(fake_mlflow)
-    sink([record(n) for n in range(8)])
+    sink([record(n) for n in range(4)])
     assert await sink.aflush(30)
-    sink([record(n) for n in range(8, 10)])  # not left alone: the next batch is still tried
+    assert fake_mlflow.refused == [4, 2, 2, 1, 1, 1, 1]  # as if one span were to blame
+    sink([record(n) for n in range(4, 12)])  # not left alone: the next batch is still tried
     assert await sink.aflush(30)
-    assert fake_mlflow.refused == [8, 4, 4, 2, 1, 1]  # each batch, then both its halves
-    assert sink.stats == {"queued": 10, "dropped": 0, "sampled_out": 0, "traced": 0, "errors": 10}
+    assert fake_mlflow.refused[7:] == [8, 4, 4]  # then the batch and its halves only
+    assert sink.stats == {"queued": 12, "dropped": 0, "sampled_out": 0, "traced": 0, "errors": 12}
     [warning] = [r.getMessage() for r in caplog.records if r.name == "llmops.tracing"]
     assert "HTTP 400" in warning and "Calls are not affected" in warning
+    fake_mlflow.refuse = None  # the server takes batches again: a bad span is bisected again
+    sink([record(n) for n in range(12, 14)])
+    assert await sink.aflush(30)
+    assert sink.stats["traced"] == 2
+    await sink.aclose()
+
+
+async def test_a_server_that_fails_during_a_split_is_left_alone(fake_mlflow: FakeMlflow) -> None:
+    answers = iter([422, 401])  # the batch has a bad span; then credentials are refused
+    fake_mlflow.refuse = lambda raw, spans: next(answers, None)
+    sink = sink_for(fake_mlflow)
+    sink([record(n) for n in range(8)])
+    assert await sink.aflush(30)
+    assert fake_mlflow.refused == [8, 4] and not fake_mlflow.posts  # the second half waits
+    assert sink.stats == {"queued": 8, "dropped": 0, "sampled_out": 0, "traced": 0, "errors": 8}
     await sink.aclose()
 
 
@@ -273,26 +304,27 @@ async def test_a_body_too_large_for_a_proxy_is_split_and_later_batches_are_small
     sink([record(n) for n in range(8)])
     assert await sink.aflush(30)
     assert sorted(request_ids(fake_mlflow)) == sorted(f"req-{n}" for n in range(8))
-    assert fake_mlflow.refused == [8, 4, 4]  # whole, then both halves; then quarters taken
+    # the batch, then its first half at half the size; then parts of two spans are taken
+    assert fake_mlflow.refused == [8, 4] and len(fake_mlflow.posts) == 4
     assert sink.stats["traced"] == 8 and sink.stats["errors"] == 0
-    fake_mlflow.posts.clear()
-    sink([record(n) for n in range(8, 16)])  # built under the lowered limit: no 413 now
+    sink([record(n) for n in range(8, 16)])  # cut under the lowered limit: no 413 now
     assert await sink.aflush(30)
-    assert fake_mlflow.refused == [8, 4, 4] and sink.stats["traced"] == 16
-    assert len(fake_mlflow.posts) >= 4  # ... and each under the limit
+    assert fake_mlflow.refused == [8, 4] and sink.stats["traced"] == 16
+    assert sorted(request_ids(fake_mlflow)) == sorted(f"req-{n}" for n in range(16))
     await sink.aclose()
 
 
-async def test_splitting_a_refused_batch_has_a_bounded_cost(
+async def test_saving_a_refused_batch_has_a_bounded_cost(
     fake_mlflow: FakeMlflow, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(otlp, "SPLIT_POSTS", 4)
-    fake_mlflow.refuse = lambda raw, spans: 413  # a proxy that takes no body at all
+    bad = [f'"req-{n}"'.encode() for n in range(0, 16, 2)]  # every other span
+    fake_mlflow.refuse = lambda raw, spans: 422 if any(b in raw for b in bad) else None
     sink = sink_for(fake_mlflow)
     sink([record(n) for n in range(16)])
     assert await sink.aflush(30)
-    assert len(fake_mlflow.refused) == 1 + 4  # the batch, then the budget's POSTs
-    assert sink.stats["errors"] == 16 and sink.stats["traced"] == 0
+    assert len(fake_mlflow.refused) + len(fake_mlflow.posts) == 1 + 4  # the batch, the budget
+    assert sink.stats["errors"] + sink.stats["traced"] == 16 and sink.stats["errors"] >= 8
     await sink.aclose()
 
 
