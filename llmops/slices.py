@@ -2,12 +2,12 @@
 
 At concurrency 1 a call needs about four turns of the loop (its request, the upstream write,
 the upstream answer, its response), and each turn can wait behind one slice of background
-work. A request-log flush built 8 records per slice (~0.4 ms here) could so add ~1.5 ms to
-each call it overlapped: the +0.8 to +1.5 ms the log added to p99 at concurrency 1 in full
-runs (docs/benchmarks.md, session 6). A time budget rather than a count of items keeps each
+work: with the request-log flush built 8 records per slice (~0.4 ms here), a call that
+overlapped a flush could wait ~1.5 ms. A time budget rather than a count of items keeps each
 slice to the budget plus one item, whatever items cost (long messages, a slow machine). The
 price is more turns: ~1% more instructions per call at most (measured under valgrind, where
-every item is a turn).
+every item is a turn). It did not by itself remove the request log's p99 excess at
+concurrency 1 (docs/benchmarks.md, session 6).
 """
 
 from __future__ import annotations
