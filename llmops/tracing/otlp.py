@@ -297,26 +297,20 @@ class OtlpTraceSink(QueuedSink):
 
     async def _export(self, batch: list[dict[str, Any]]) -> None:
         spans: list[bytes] = []
-        size = 0
         slices = Slices()
         for record in batch:
             await slices.turn()
             try:
-                span = orjson.dumps(otlp_span(trace_parts(record)))
+                spans.append(orjson.dumps(otlp_span(trace_parts(record))))
             except Exception as exc:
                 self._error(f"could not trace {record.get('request_id')}: {exc!r}")
                 self._settle(errors=1)
-                continue
-            if spans and size + len(span) > self._post_bytes:
-                await self._send(spans)
-                spans, size = [], 0
-            spans.append(span)
-            size += len(span)
         if spans:
             await self._send(spans)
 
     async def _send(self, spans: list[bytes]) -> None:
-        """POST `spans` and settle them as traced or errors.
+        """POST `spans`, in parts that stay under the byte limit, and settle them as traced
+        or errors.
 
         A part refused for its size (413) lowers the byte limit, of this batch and of later
         ones, and what is left of the batch is cut again; a part refused for what it holds
