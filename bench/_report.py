@@ -37,6 +37,8 @@ class Findings:
     litellm_memory_mb: tuple[float, float] = (0.0, 0.0)
     log_records: dict[str, dict[str, int]] = field(default_factory=dict)  # per gateway+log
     traces: dict[str, int] = field(default_factory=dict)  # the OTLP POSTs of every gateway+log
+    retried: int = 0  # wrk runs run again because of steal (see gateway_overhead.quiet_wrk)
+    noisy: int = 0  # measured runs kept with more steal than --max-steal (retries ran out)
 
     def med(self, key: str, attr: str) -> float:
         """Median of one figure across rounds."""

@@ -9,8 +9,10 @@ scenario runs against three sides in turn, for several rounds: the upstream dire
 `llmops serve` with the request log off ("gateway") and the same with it on ("gateway+log",
 writing JSON Lines to a temp folder). The tables show medians across rounds; "vs direct" is
 the median of the per-round differences (or ratios), so each proxy is compared with the
-upstream measured moments before it. After the run, the request log's records are counted
-against the calls sent to each gateway+log process. docs/benchmarks.md explains every figure.
+upstream measured moments before it. A run the hypervisor took more than 5% of the CPU from
+(steal) is run again, twice at most, and the quietest kept (`--max-steal`, `--retries`). After
+the run, the request log's records are counted against the calls sent to each gateway+log
+process. docs/benchmarks.md explains every figure.
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ from _runner import (
     ROOT,
     SEARCH_PATH,
     Processes,
+    Run,
     Target,
     check,
     free_port,
@@ -168,6 +171,32 @@ def round_order(round_no: int) -> tuple[str, ...]:
     return ("direct", *(ALL_PROXIES if round_no % 2 else ALL_PROXIES[::-1]))
 
 
+def quiet_wrk(
+    args: argparse.Namespace,
+    procs: Processes,
+    target: Target,
+    conns: int,
+    stream: bool,
+    pid: int,
+    f: Findings,
+) -> Run:
+    """One measured wrk run. A run during which the hypervisor took more than `--max-steal`
+    of the machine's CPU is run again, up to `--retries` times, and the quietest is kept: the
+    same rule for every side, so a neighbour's burst is not read as our cost."""
+    best: Run | None = None
+    for attempt in range(args.retries + 1):
+        run = wrk(target, conns, args.duration, stream, pid)
+        procs.count(pid, run.sent)  # every attempt's calls are logged, and counted
+        if best is None or run.steal < best.steal:
+            best = run
+        if run.steal <= args.max_steal:
+            break
+        f.retried += attempt < args.retries
+    assert best is not None
+    f.noisy += best.steal > args.max_steal
+    return best
+
+
 def measure(args: argparse.Namespace, procs: Processes, tmp: Path, f: Findings) -> None:
     """Start the upstreams and proxies, then run every scenario on every side, in rounds."""
     nginx_port = start_nginx(procs, tmp)
@@ -200,8 +229,7 @@ def measure(args: argparse.Namespace, procs: Processes, tmp: Path, f: Findings) 
         for kind, conns in SCENARIOS:
             for side in round_order(round_no):
                 pid = pids.get((kind, side), 0)
-                run = wrk(targets[kind][side], conns, args.duration, kind == "stream", pid)
-                procs.count(pid, run.sent)
+                run = quiet_wrk(args, procs, targets[kind][side], conns, kind == "stream", pid, f)
                 f.runs.setdefault(f"{kind} c={conns}/{side}", []).append(run)
                 say(f"round {round_no} {kind} c={conns} {side}: {run}")
         per_side = -(-args.ttfb_requests // args.rounds)
@@ -244,6 +272,10 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=5, help="rounds of all sides (5)")
     parser.add_argument("--ttfb-requests", type=int, default=300, help="per side (300)")
     parser.add_argument("--import-rounds", type=int, default=7, help="fresh imports per module (7)")
+    parser.add_argument(
+        "--max-steal", type=float, default=0.05, help="steal above which a run is retried (0.05)"
+    )
+    parser.add_argument("--retries", type=int, default=2, help="more runs for a noisy one (2)")
     parser.add_argument("--quick", action="store_true", help=f"smaller defaults: {QUICK}")
     parser.add_argument("--litellm", action="store_true", help="also measure LiteLLM Proxy")
     if "--quick" in sys.argv:
@@ -268,7 +300,9 @@ def main() -> int:
     steal = [run.steal for runs in findings.runs.values() for run in runs]
     text = f"Machine: {header}\nwrk {args.duration} s runs x {args.rounds} rounds; "
     text += f"TTFB {args.ttfb_requests} requests per side; CPU steal during wrk runs: median "
-    text += f"{statistics.median(steal):.0%}, max {max(steal):.0%}.\n\n{markdown(rows)}\n\n"
+    text += f"{statistics.median(steal):.0%}, max {max(steal):.0%}; runs over {args.max_steal:.0%} "
+    text += f"steal run again: {findings.retried}, still over it after {args.retries} retries: "
+    text += f"{findings.noisy} of {len(steal)}.\n\n{markdown(rows)}\n\n"
     text += f"Request log on the hot path:\n\n{markdown(log_rows, LOG_HEADER)}\n"
     print(text)
     (OUT / "results.md").write_text(text)

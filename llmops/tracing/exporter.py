@@ -8,7 +8,7 @@ with orjson a few records at a time, and the child runs the `OtlpTraceSink` of t
 mode. The gateway's share per call is that serialisation and a pipe write.
 
 Protocol: the parent writes frames to the child's stdin (4-byte big-endian length, then a JSON
-array of up to `FRAME_RECORDS` records, serialised one frame per turn of the event loop); the
+array of up to `FRAME_RECORDS` records, serialised in slices of 0.1 ms of the loop); the
 child hands them to one sink as they come and answers, in order, with JSON lines on stdout
 once records are settled: `{"frames": k, "traced": n, "errors": n, "dropped": n}` covers the
 next k frames. Closing stdin asks the
@@ -35,6 +35,7 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
+from llmops.slices import Slices
 from llmops.tracing.otlp import DOWN_S, OtlpTraceSink, QueuedSink
 
 if TYPE_CHECKING:
@@ -43,7 +44,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("llmops.tracing")
 CHILD_SETTINGS = "LLMOPS_TRACE_CHILD"
 STOP_S = 5.0  # after its flush, how long a closing child may take to exit before it is killed
-FRAME_RECORDS = 32  # records serialised per frame (~0.3 ms here) between two turns of the loop
+FRAME_RECORDS = 32  # records per frame, one pipe write each
 _COUNTS = ("traced", "errors", "dropped")
 
 
@@ -104,6 +105,7 @@ class ProcessTraceSink(QueuedSink):
     # --- the child --------------------------------------------------------------------------
     async def _write(self) -> None:
         """Write the waiting frames to the child, starting it when needed."""
+        slices = Slices()
         while self._frames:
             process = self._process
             if process is None or process.returncode is not None:
@@ -114,17 +116,17 @@ class ProcessTraceSink(QueuedSink):
                     self._waiting = 0
                     self._settle(errors=lost)
                     return
-            records = self._frames.popleft()
+            records = self._frames[0]  # taken once written: `aclose` counts it until then
+            frame = await _frame(records, slices)
+            self._frames.popleft()
             self._waiting -= len(records)
             self._unanswered.append(len(records))
-            frame = orjson.dumps(records)  # a few records at a time: the loop serves calls between
             assert process.stdin is not None
             try:
-                process.stdin.write(len(frame).to_bytes(4, "big") + frame)
+                process.stdin.write(frame)
                 await process.stdin.drain()
             except (ConnectionError, OSError):
                 pass  # the child is gone: the reader counts what it did not answer
-            await asyncio.sleep(0)
 
     async def _start(self) -> asyncio.subprocess.Process | None:
         config = {**asdict(self.settings), "appinsights_connection_string": None}
@@ -196,6 +198,17 @@ class ProcessTraceSink(QueuedSink):
             process.kill()
             await process.wait()
         self._process = None
+
+
+async def _frame(records: list[dict[str, Any]], slices: Slices) -> bytes:
+    """One frame (length, then a JSON array), serialised a record at a time in slices of the
+    loop's time (llmops/slices.py), so calls are served between them."""
+    parts = []
+    for record in records:
+        parts.append(orjson.dumps(record))
+        await slices.turn()
+    body = b"[" + b",".join(parts) + b"]"
+    return len(body).to_bytes(4, "big") + body
 
 
 # --- the child process -----------------------------------------------------------------------
