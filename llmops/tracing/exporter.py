@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from llmops.slices import Slices
+from llmops.slices import Slices, share_cpu
 from llmops.tracing.otlp import DOWN_S, OtlpTraceSink, QueuedSink
 
 if TYPE_CHECKING:
@@ -265,6 +265,7 @@ def main() -> None:
         level=logging.WARNING, format="%(levelname)s trace exporter %(name)s: %(message)s"
     )
     config = json.loads(os.environ[CHILD_SETTINGS])
+    share_cpu()  # this process's slices give way to the gateway's process, not only its loop
     asyncio.run(_serve(TraceSettings(**config)))
 
 

@@ -42,3 +42,23 @@ async def test_the_loop_gets_a_turn_each_time_the_budget_is_spent(
 async def test_no_turn_within_the_budget_and_one_per_item_without_one() -> None:
     assert await turns_taken(Slices(3600.0), 50) == 0
     assert await turns_taken(Slices(0.0), 50) == 50
+
+
+async def test_a_background_process_also_offers_the_cpu_at_each_turn(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    yields = 0
+
+    def sched_yield() -> None:
+        nonlocal yields
+        yields += 1
+
+    monkeypatch.setattr(slices.os, "sched_yield", sched_yield)
+    monkeypatch.setattr(slices, "_yield_cpu", None)  # the test process's own setting, restored
+    assert await turns_taken(Slices(0.0), 5) == 5
+    assert yields == 0  # the gateway's process keeps the CPU between its own turns
+    slices.share_cpu()
+    assert await turns_taken(Slices(0.0), 5) == 5
+    assert yields == 5
+    assert await turns_taken(Slices(3600.0), 5) == 0
+    assert yields == 5  # no turn, no yield
