@@ -33,7 +33,7 @@ async def test_building_a_frame_gives_the_loop_a_turn_when_the_budget_is_spent()
 
     task = asyncio.ensure_future(calls())
     await asyncio.sleep(0)
-    await _frame(RECORDS, Slices(0.0))  # no budget: a turn after every record
+    await _frame(RECORDS, Slices(0.0, share=0.0))  # no budget: a turn after every record
     assert served == len(RECORDS)
     await _frame(RECORDS, Slices(3600.0))  # budget never spent: no turn
     assert served == len(RECORDS)
