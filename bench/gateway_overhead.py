@@ -184,15 +184,17 @@ def quiet_wrk(
     of the machine's CPU is run again, up to `--retries` times, and the quietest is kept: the
     same rule for every side, so a neighbour's burst is not read as our cost."""
     best: Run | None = None
-    for attempt in range(args.retries + 1):
+    attempts = 0
+    while attempts <= args.retries:
+        attempts += 1
         run = wrk(target, conns, args.duration, stream, pid)
         procs.count(pid, run.sent)  # every attempt's calls are logged, and counted
         if best is None or run.steal < best.steal:
             best = run
         if run.steal <= args.max_steal:
             break
-        f.retried += attempt < args.retries
     assert best is not None
+    f.retried += attempts > 1  # runs retried, however many times
     f.noisy += best.steal > args.max_steal
     return best
 

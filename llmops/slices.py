@@ -15,11 +15,12 @@ from __future__ import annotations
 import asyncio
 import os
 from collections.abc import Callable
-from time import perf_counter
+from time import perf_counter, thread_time
 
 SLICE_S = 0.0001  # work between two turns of the loop: 0.1 ms, at least
-SHARE = 0.5  # and at most half as long as the loop took to give it back: a third of the loop
+SHARE = 0.5  # or half the loop thread's CPU time spent on calls while the slice waited its turn
 _yield_cpu: Callable[[], None] | None = None  # set by `share_cpu()`
+_in_slices = 0.0  # CPU time of the loop's thread spent in slices, every `Slices` together
 
 
 def share_cpu() -> None:
@@ -27,31 +28,43 @@ def share_cpu() -> None:
     offer the CPU to other processes (`sched_yield`). The kernel otherwise lets a running task
     finish its time slice (~1.5 ms on this 2-CPU machine) before a woken one, such as the
     gateway on the same CPU, gets it; a yield ends the slice early when someone is waiting,
-    and costs a system call (~1 us) per 0.1 ms of work when no one is."""
+    and costs a system call (~1 us) per slice when no one is."""
     global _yield_cpu
     _yield_cpu = getattr(os, "sched_yield", None)  # not on Windows
 
 
 class Slices:
     """`await slices.turn()` between items of work: gives the loop a turn once the slice's
-    budget is spent. The budget is `budget_s`, or `share` times what the loop took to come
-    back, if longer: under load, one turn of the loop serves many calls, and a slice of 0.1 ms
-    per turn would let the work fall further behind with every call (at concurrency 64 here,
-    the request log and the traces stopped for as long as the load lasted). With `share`,
-    the work keeps up, taking at most a third of the loop. Costs a clock read per item."""
+    budget is spent. The budget is `budget_s`, or `share` times the CPU time the loop's thread
+    spent on other work than slices (calls) before it came back, if that is longer.
 
-    __slots__ = ("_budget", "_share", "_until")
+    Under load one turn of the loop serves many calls, and a fixed 0.1 ms per turn would let
+    background work fall further behind with every call (at concurrency 64 here, the request
+    log and the traces stopped for as long as the load lasted). With `share` each background
+    task keeps up, taking at most half as long as the calls did; the writer's flush and the
+    trace frames, together, at most half of a loaded loop. CPU time, not wall time: a loop
+    thread the kernel or the hypervisor did not run meanwhile (another process, steal) served
+    no calls, and must not lengthen the next slice. Costs a clock read per item, and two
+    reads of the thread's CPU time per turn."""
+
+    __slots__ = ("_budget", "_cpu", "_share", "_until")
 
     def __init__(self, budget_s: float = SLICE_S, share: float = SHARE) -> None:
         self._budget = budget_s
         self._share = share
         self._until = perf_counter() + budget_s
+        self._cpu = thread_time()  # when this slice started, in the thread's CPU time
 
     async def turn(self) -> None:
-        now = perf_counter()
-        if now >= self._until:
-            if _yield_cpu is not None:
-                _yield_cpu()
-            await asyncio.sleep(0)
-            back = perf_counter()
-            self._until = back + max(self._budget, self._share * (back - now))
+        if perf_counter() < self._until:
+            return
+        global _in_slices
+        cpu = thread_time()
+        _in_slices += cpu - self._cpu
+        tally = _in_slices
+        if _yield_cpu is not None:
+            _yield_cpu()
+        await asyncio.sleep(0)
+        self._cpu = thread_time()
+        calls = self._cpu - cpu - (_in_slices - tally)  # other slices meanwhile excepted
+        self._until = perf_counter() + max(self._budget, self._share * calls)

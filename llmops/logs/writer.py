@@ -10,8 +10,8 @@ overwrite the same blob. `add()` never blocks, never raises and never waits for 
 
 Everything runs on the event loop that serves the calls: measured, a background thread that
 serialises records costs more throughput than batched work between requests (the GIL is
-shared with the loop). Batches are built in slices of at most ~0.1 ms that yield to the loop
-(llmops/slices.py), so a flush never stalls requests for long.
+shared with the loop). Batches are built in slices that yield to the loop (llmops/slices.py):
+~0.1 ms each when calls are few, and under load a share of the loop that keeps up with them.
 """
 
 from __future__ import annotations

@@ -8,7 +8,7 @@ with orjson a few records at a time, and the child runs the `OtlpTraceSink` of t
 mode. The gateway's share per call is that serialisation and a pipe write.
 
 Protocol: the parent writes frames to the child's stdin (4-byte big-endian length, then a JSON
-array of up to `FRAME_RECORDS` records, serialised in slices of 0.1 ms of the loop); the
+array of up to `FRAME_RECORDS` records, serialised in the loop's slices, llmops/slices.py); the
 child hands them to one sink as they come and answers, in order, with JSON lines on stdout
 once records are settled: `{"frames": k, "traced": n, "errors": n, "dropped": n}` covers the
 next k frames. Closing stdin asks the
@@ -66,7 +66,7 @@ class ProcessTraceSink(QueuedSink):
         return self._waiting
 
     def _enqueue(self, records: list[dict[str, Any]], loop: asyncio.AbstractEventLoop) -> None:
-        """List appends only: the writer task serialises the frames, one per loop turn."""
+        """List appends only: the writer task serialises the frames, in the loop's slices."""
         if time.monotonic() < self._down_until:  # the child failed a moment ago
             self._settle(errors=len(records))
             return
@@ -107,6 +107,17 @@ class ProcessTraceSink(QueuedSink):
         """Write the waiting frames to the child, starting it when needed."""
         slices = Slices()
         while self._frames:
+            records = self._frames[0]  # taken once written: `aclose` counts it until then
+            try:
+                frame = await _frame(records, slices)
+            except Exception as exc:  # the writer serialised these already: not expected
+                self._frames.popleft()
+                self._waiting -= len(records)
+                self._log_once("frame", "could not serialise a trace frame: %r", exc)
+                self._settle(errors=len(records))
+                continue
+            # the child may have exited while the frame was built: look at it only now, and
+            # record the frame as unanswered with no await in between
             process = self._process
             if process is None or process.returncode is not None:
                 process = await self._start()
@@ -116,8 +127,6 @@ class ProcessTraceSink(QueuedSink):
                     self._waiting = 0
                     self._settle(errors=lost)
                     return
-            records = self._frames[0]  # taken once written: `aclose` counts it until then
-            frame = await _frame(records, slices)
             self._frames.popleft()
             self._waiting -= len(records)
             self._unanswered.append(len(records))

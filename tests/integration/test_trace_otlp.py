@@ -25,6 +25,7 @@ from google.protobuf import json_format
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
 from llmops.settings import Settings, SettingsError, TraceSettings
+from llmops.slices import Slices
 from llmops.tracing import build_sinks, exporter, flush_sinks, otlp
 from llmops.tracing.exporter import ProcessTraceSink
 from llmops.tracing.otlp import OtlpTraceSink
@@ -547,3 +548,34 @@ async def test_a_child_that_dies_costs_its_batch_and_is_started_again(
     await sink.aclose(30)
     [exited] = [r.getMessage() for r in caplog.records if "exporter process exited" in r.message]
     assert "4 traces lost" in exited and "Calls are not affected" in exited
+
+
+async def test_a_child_that_exits_while_a_frame_is_built_is_not_written_to(
+    fake_mlflow: FakeMlflow, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sink = process_sink(fake_mlflow)
+    sink([record(0)])
+    assert await sink.aflush(60)
+    first = sink._process
+    assert first is not None
+    gate = asyncio.Event()
+    build = exporter._frame
+
+    async def held(records: list[dict[str, Any]], slices: Slices) -> bytes:
+        await gate.wait()  # the frame is being built...
+        return await build(records, slices)
+
+    monkeypatch.setattr(exporter, "_frame", held)
+    sink([record(1), record(2)])
+    await asyncio.sleep(0.1)
+    first.kill()  # ...when the child exits
+    for _ in range(600):
+        if sink._process is None:
+            break
+        await asyncio.sleep(0.05)
+    assert sink._process is None  # its reader saw it go
+    gate.set()
+    assert await sink.aflush(30)  # the frame went to a new child, not to the dead one's pipe
+    assert sink.stats == {"queued": 3, "dropped": 0, "sampled_out": 0, "traced": 3, "errors": 0}
+    assert sink._process is not None and sink._process.pid != first.pid
+    await sink.aclose(30)

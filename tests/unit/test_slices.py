@@ -64,31 +64,83 @@ async def test_a_background_process_also_offers_the_cpu_at_each_turn(
     assert yields == 5  # no turn, no yield
 
 
-async def test_under_load_the_work_takes_up_to_a_third_of_the_loop(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    now = 0.0
-    monkeypatch.setattr(slices, "perf_counter", lambda: now)
+class Clocks:
+    """The wall clock and the loop thread's CPU clock, moved by the test."""
 
-    async def calls() -> None:  # a loaded loop: each of its turns serves calls for 10 ms
-        nonlocal now
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.wall = self.cpu = 0.0
+        monkeypatch.setattr(slices, "perf_counter", lambda: self.wall)
+        monkeypatch.setattr(slices, "thread_time", lambda: self.cpu)
+
+    def run(self, seconds: float, *, cpu: bool = True) -> None:
+        self.wall += seconds
+        self.cpu += seconds if cpu else 0.0
+
+
+async def loaded_loop(clocks: Clocks, calls_s: float, steal_s: float = 0.0) -> asyncio.Task[None]:
+    """A loop under load: each of its turns serves calls for `calls_s` of CPU, and the thread
+    waits `steal_s` more (not running) as well."""
+
+    async def calls() -> None:
         while True:
             await asyncio.sleep(0)
-            now += 0.010
-
-    async def turns_for(work: Slices, items: int) -> int:
-        nonlocal now
-        turns = 0
-        for _ in range(items):
-            now += 0.001  # an item of work: 1 ms
-            before = now
-            await work.turn()
-            turns += now != before  # the loop had a turn, and its calls took time
-        return turns
+            clocks.run(calls_s)
+            clocks.run(steal_s, cpu=False)
 
     task = asyncio.ensure_future(calls())
     await asyncio.sleep(0)
-    # after the first turn, 10 ms of calls buy 5 ms of work: a turn every 5 items
-    assert await turns_for(Slices(0.0001), 21) == 5
-    assert await turns_for(Slices(0.0001, share=0.0), 21) == 21  # a turn after every item
+    return task
+
+
+async def work(clocks: Clocks, slices_: Slices, items: int, done: list[int]) -> int:
+    """`items` items of 1 ms each; returns how many turns the loop had meanwhile."""
+    turns = 0
+    for _ in range(items):
+        clocks.run(0.001)
+        done.append(1)
+        before = clocks.wall
+        await slices_.turn()
+        turns += clocks.wall != before
+    return turns
+
+
+async def stop(task: asyncio.Task[None]) -> None:
     task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+
+
+async def test_under_load_a_slice_lasts_half_as_long_as_the_calls_served_meanwhile(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    clocks = Clocks(monkeypatch)
+    task = await loaded_loop(clocks, calls_s=0.010)
+    # after the first turn, 10 ms of calls buy 5 ms of work: a turn every 5 items
+    assert await work(clocks, Slices(0.0001), 21, []) == 5
+    assert await work(clocks, Slices(0.0001, share=0.0), 21, []) == 21  # a turn per item
+    await stop(task)
+
+
+async def test_two_background_tasks_together_take_at_most_half_of_a_loaded_loop(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    clocks = Clocks(monkeypatch)
+    task = await loaded_loop(clocks, calls_s=0.010)
+    done: list[int] = []
+    start = clocks.cpu
+    await asyncio.gather(
+        work(clocks, Slices(0.0001), 400, done), work(clocks, Slices(0.0001), 400, done)
+    )
+    background = len(done) * 0.001
+    calls = clocks.cpu - start - background
+    # each counts only the calls' time, not the other's slices: 5 + 5 ms per 10 ms of calls
+    assert 0.9 <= background / calls <= 1.1
+    await stop(task)
+
+
+async def test_time_the_thread_did_not_run_does_not_lengthen_a_slice(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    clocks = Clocks(monkeypatch)
+    task = await loaded_loop(clocks, calls_s=0.0, steal_s=0.005)  # idle loop, 5 ms of steal
+    assert await work(clocks, Slices(0.0001), 20, []) == 20  # still a turn per 1 ms item
+    await stop(task)
