@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+from collections.abc import Awaitable
 
 import pytest
 
@@ -11,8 +12,8 @@ from llmops import slices
 from llmops.slices import Slices
 
 
-async def turns_taken(work: Slices, items: int) -> int:
-    """How many turns another task got while `items` items of work ran with `work`."""
+async def turns_during(work: Awaitable[object]) -> int:
+    """How many turns another task got while `work` ran."""
     turns = 0
 
     async def other() -> None:
@@ -23,11 +24,21 @@ async def turns_taken(work: Slices, items: int) -> int:
 
     task = asyncio.ensure_future(other())
     await asyncio.sleep(0)  # `other` starts and waits for its first turn
-    for _ in range(items):
-        await work.turn()
+    await work
     taken = turns
     task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
     return taken
+
+
+async def turns_taken(work: Slices, items: int) -> int:
+    """How many turns another task got while `items` items of work ran with `work`."""
+
+    async def items_of_work() -> None:
+        for _ in range(items):
+            await work.turn()
+
+    return await turns_during(items_of_work())
 
 
 async def test_the_loop_gets_a_turn_each_time_the_budget_is_spent(
@@ -53,7 +64,7 @@ async def test_a_background_process_also_offers_the_cpu_at_each_turn(
         nonlocal yields
         yields += 1
 
-    monkeypatch.setattr(slices.os, "sched_yield", sched_yield)
+    monkeypatch.setattr(slices.os, "sched_yield", sched_yield, raising=False)
     monkeypatch.setattr(slices, "_yield_cpu", None)  # the test process's own setting, restored
     assert await turns_taken(Slices(0.0, share=0.0), 5) == 5
     assert yields == 0  # the gateway's process keeps the CPU between its own turns
