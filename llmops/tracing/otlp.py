@@ -56,6 +56,7 @@ TAG_ATTRIBUTE = "mlflow.traceTag."  # a root-span attribute MLflow stores as a t
 BATCH_SPANS = 500  # spans per POST, at most
 MAX_POST_BYTES = 4 * 1024 * 1024  # and stops short of this size (unless one span is larger)
 MIN_POST_BYTES = 64 * 1024  # a 413 lowers the byte limit of later POSTs, never below this
+UNREADABLE = (400, 422)  # refusals of what a batch holds: bisected, to find the span
 SPLIT_POSTS = 32  # more parts sent (each tried as a batch is) to save a refused batch's spans
 ATTEMPTS = 3  # tries per batch (429, 5xx, connection errors, timeouts)
 DOWN_S = 30.0  # after a batch failed for good, records are not tried for this long
@@ -337,7 +338,7 @@ class OtlpTraceSink(QueuedSink):
                 limit = size // 2  # this batch: as small as it takes
                 self._post_bytes = max(MIN_POST_BYTES, min(self._post_bytes, limit))
                 continue  # cut again from `start`
-            elif status in (400, 422) and len(part) > 1:
+            elif status in UNREADABLE and len(part) > 1:
                 refused = True
                 budget = await self._bisect(part, problem, budget)
             else:
@@ -371,7 +372,7 @@ class OtlpTraceSink(QueuedSink):
                 self._lose(half, detail)
             return budget
         for half, status, detail in refused:
-            if status in (400, 422):
+            if status in UNREADABLE:
                 budget = await self._bisect(half, detail, budget)
             else:
                 self._lose(half, detail)

@@ -579,3 +579,16 @@ async def test_a_child_that_exits_while_a_frame_is_built_is_not_written_to(
     assert sink.stats == {"queued": 3, "dropped": 0, "sampled_out": 0, "traced": 3, "errors": 0}
     assert sink._process is not None and sink._process.pid != first.pid
     await sink.aclose(30)
+
+
+async def test_a_frame_that_cannot_be_serialised_costs_its_records_not_the_queue(
+    fake_mlflow: FakeMlflow,
+) -> None:
+    sink = process_sink(fake_mlflow)
+    sink([{**record(0), "tokens": 2**70}, record(1)])  # orjson takes 64-bit integers only
+    sink([record(2)])
+    assert await sink.aflush(60)
+    # the first frame holds both records: both count as errors; the next frame is sent
+    assert sink.stats == {"queued": 3, "dropped": 0, "sampled_out": 0, "traced": 1, "errors": 2}
+    assert request_ids(fake_mlflow) == ["req-2"]
+    await sink.aclose(30)

@@ -4,31 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-from collections.abc import Awaitable
 
 import pytest
 
 from llmops import slices
 from llmops.slices import Slices
-
-
-async def turns_during(work: Awaitable[object]) -> int:
-    """How many turns another task got while `work` ran."""
-    turns = 0
-
-    async def other() -> None:
-        nonlocal turns
-        while True:
-            await asyncio.sleep(0)
-            turns += 1
-
-    task = asyncio.ensure_future(other())
-    await asyncio.sleep(0)  # `other` starts and waits for its first turn
-    await work
-    taken = turns
-    task.cancel()
-    await asyncio.gather(task, return_exceptions=True)
-    return taken
+from tests.unit.turns import turns_during
 
 
 async def turns_taken(work: Slices, items: int) -> int:

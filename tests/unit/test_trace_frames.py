@@ -7,7 +7,7 @@ import orjson
 
 from llmops.slices import Slices
 from llmops.tracing.exporter import _frame
-from tests.unit.test_slices import turns_during
+from tests.unit.turns import turns_during
 
 RECORDS = [
     {"request_id": f"req-{n}", "messages": [{"role": "user", "content": "é" * n}], "usage": None}
