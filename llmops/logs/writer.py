@@ -25,7 +25,7 @@ import socket
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import orjson
 
@@ -41,6 +41,16 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("llmops.logs")
 RecordSink = Callable[[list[dict[str, Any]]], None]  # receives each batch's built records
+
+
+@runtime_checkable
+class LineSink(Protocol):
+    """A sink that can take each record's JSON as the log wrote it (one line, ending in a
+    newline), so that it need not serialise the record again (the trace exporter process)."""
+
+    def take_lines(self, records: list[dict[str, Any]], lines: list[bytes]) -> None: ...
+
+
 # Only files this writer could have made are replayed (the spool folder may be shared).
 _SPOOL_NAME = re.compile(r"v1~date=\d{4}-\d\d-\d\d~hour=\d\d~[A-Za-z0-9-]+-\d{10}\.jsonl")
 
@@ -180,31 +190,37 @@ class RequestLogWriter:
         """Serialise a batch as JSON Lines, one blob per hour of `received_at`."""
         by_hour: dict[str, list[bytes]] = {}
         records = []
+        lines = []
         slices = Slices()
         for info in batch:
             record = self._record(info)
             try:
-                line = orjson.dumps(record) + b"\n"
+                line = orjson.dumps(record, option=orjson.OPT_APPEND_NEWLINE)
             except (TypeError, orjson.JSONEncodeError):  # e.g. nested past orjson's limit
                 self.stats["build_failures"] += 1
                 record = self._minimal(info, "RecordNotSerialisable")
-                line = orjson.dumps(record) + b"\n"
+                line = orjson.dumps(record, option=orjson.OPT_APPEND_NEWLINE)
             records.append(record)
+            lines.append(line)
             by_hour.setdefault(record["received_at"][:13], []).append(line)
             await slices.turn()
-        self._notify(records)
+        self._notify(records, lines)
         blobs = []
         for hour, lines in by_hour.items():  # hour is "YYYY-MM-DDTHH"
             self._sequence += 1
             blobs.append((batch_name(hour, self.instance, self._sequence), b"".join(lines)))
         return blobs
 
-    def _notify(self, records: list[dict[str, Any]]) -> None:
-        """Hand the batch's (redacted) records to the sinks: traces, metrics. A sink must not
-        block the loop (offload slow work itself); its failures are logged, never raised."""
+    def _notify(self, records: list[dict[str, Any]], lines: list[bytes]) -> None:
+        """Hand the batch's (redacted) records to the sinks: traces, metrics; a `LineSink`
+        also gets their JSON lines. A sink must not block the loop (offload slow work
+        itself); its failures are logged, never raised."""
         for sink in self.sinks:
             try:
-                sink(records)
+                if isinstance(sink, LineSink):
+                    sink.take_lines(records, lines)
+                else:
+                    sink(records)
             except Exception:
                 name = getattr(sink, "__qualname__", type(sink).__name__)
                 if name not in self._failed_sinks:

@@ -5,10 +5,11 @@ Building a call's OTLP span costs about as much CPU as building its request-log 
 `LLMOPS_TRACE_PROCESS=on` (the default for OTLP export), `ProcessTraceSink` hands each batch
 of records to a child process instead (`python -m llmops.tracing.exporter`), serialised
 with orjson a few records at a time, and the child runs the `OtlpTraceSink` of the in-process
-mode. The gateway's share per call is that serialisation and a pipe write.
+mode. The gateway's share per call is a share of a join and of a pipe write.
 
 Protocol: the parent writes frames to the child's stdin (4-byte big-endian length, then a JSON
-array of up to `FRAME_RECORDS` records, serialised in the loop's slices, llmops/slices.py); the
+array of up to `FRAME_RECORDS` records: the request log's own JSON lines, joined, or, for
+records handed over without them, serialised in the loop's slices, llmops/slices.py); the
 child hands them to one sink as they come and answers, in order, with JSON lines on stdout
 once records are settled: `{"frames": k, "traced": n, "errors": n, "dropped": n}` covers the
 next k frames. Closing stdin asks the
@@ -53,7 +54,8 @@ class ProcessTraceSink(QueuedSink):
 
     def __init__(self, settings: TraceSettings) -> None:
         super().__init__(settings)
-        self._frames: deque[list[dict[str, Any]]] = deque()  # records not yet written, by frame
+        # not yet written, by frame: how many records, and they or (already built) their frame
+        self._frames: deque[tuple[int, list[dict[str, Any]] | bytes]] = deque()
         self._waiting = 0  # records in `_frames`
         self._unanswered: deque[int] = deque()  # records per frame written, not yet answered
         self._process: asyncio.subprocess.Process | None = None
@@ -65,13 +67,26 @@ class ProcessTraceSink(QueuedSink):
     def _backlog(self) -> int:
         return self._waiting
 
-    def _enqueue(self, records: list[dict[str, Any]], loop: asyncio.AbstractEventLoop) -> None:
-        """List appends only: the writer task serialises the frames, in the loop's slices."""
+    def take_lines(self, records: list[dict[str, Any]], lines: list[bytes]) -> None:
+        """Queue a batch with the request log's JSON of each record (`LineSink`): its frames
+        are joined from those lines, not serialised again. Never blocks, never raises."""
+        self._accept(records, lines)
+
+    def _enqueue(
+        self,
+        records: list[dict[str, Any]],
+        loop: asyncio.AbstractEventLoop,
+        lines: list[bytes] | None,
+    ) -> None:
+        """Appends and joins only: records without lines are serialised by the writer task,
+        in the loop's slices."""
         if time.monotonic() < self._down_until:  # the child failed a moment ago
             self._settle(errors=len(records))
             return
         for start in range(0, len(records), FRAME_RECORDS):
-            self._frames.append(records[start : start + FRAME_RECORDS])
+            end = start + FRAME_RECORDS
+            some = records[start:end]
+            self._frames.append((len(some), some if lines is None else _framed(lines[start:end])))
         self._waiting += len(records)
         if self._pump is None or self._pump.done():
             self._pump = loop.create_task(self._write())
@@ -107,14 +122,14 @@ class ProcessTraceSink(QueuedSink):
         """Write the waiting frames to the child, starting it when needed."""
         slices = Slices()
         while self._frames:
-            records = self._frames[0]  # taken once written: `aclose` counts it until then
+            count, pending = self._frames[0]  # taken once written: `aclose` counts it until then
             try:
-                frame = await _frame(records, slices)
-            except Exception as exc:  # the writer serialised these already: not expected
+                frame = pending if isinstance(pending, bytes) else await _frame(pending, slices)
+            except Exception as exc:  # records the request log could serialise: not expected
                 self._frames.popleft()
-                self._waiting -= len(records)
+                self._waiting -= count
                 self._log_once("frame", "could not serialise a trace frame: %r", exc)
-                self._settle(errors=len(records))
+                self._settle(errors=count)
                 continue
             # the child may have exited while the frame was built: look at it only now, and
             # record the frame as unanswered with no await in between
@@ -128,8 +143,8 @@ class ProcessTraceSink(QueuedSink):
                     self._settle(errors=lost)
                     return
             self._frames.popleft()
-            self._waiting -= len(records)
-            self._unanswered.append(len(records))
+            self._waiting -= count
+            self._unanswered.append(count)
             assert process.stdin is not None
             try:
                 process.stdin.write(frame)
@@ -216,6 +231,12 @@ async def _frame(records: list[dict[str, Any]], slices: Slices) -> bytes:
     for record in records:
         parts.append(orjson.dumps(record))
         await slices.turn()
+    return _framed(parts)
+
+
+def _framed(parts: list[bytes]) -> bytes:
+    """The frame of records already serialised (a JSON value each; a trailing newline, as in
+    the request log's lines, is whitespace between the array's items)."""
     body = b"[" + b",".join(parts) + b"]"
     return len(body).to_bytes(4, "big") + body
 

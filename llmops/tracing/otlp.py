@@ -138,8 +138,9 @@ class QueuedSink:
     `stats`: `queued` records were accepted; each ends as `traced`, `errors` or, when the sink
     closes before it was sent, `dropped`. `dropped` also counts records turned away because the
     queue was full or the sink closed (never queued); `sampled_out` those sampling skipped.
-    Subclasses say how many records wait (`_backlog`), take accepted ones (`_enqueue`), forget
-    the tasks of a finished loop (`_rebind`), and settle records with `_settle`.
+    Subclasses say how many records wait (`_backlog`), take accepted ones (`_enqueue`; with
+    their JSON lines when the request log gave them), forget the tasks of a finished loop
+    (`_rebind`), and settle records with `_settle`.
     """
 
     def __init__(self, settings: TraceSettings) -> None:
@@ -153,6 +154,10 @@ class QueuedSink:
 
     def __call__(self, records: list[dict[str, Any]]) -> None:
         """Queue a batch for export: never blocks, never raises."""
+        self._accept(records, None)
+
+    def _accept(self, records: list[dict[str, Any]], lines: list[bytes] | None) -> None:
+        """Sample, bound and queue `records` (with their JSON `lines`, when given)."""
         try:
             loop = asyncio.get_running_loop()
         except RuntimeError:  # the request log always calls on its loop; anything else: refused
@@ -165,10 +170,13 @@ class QueuedSink:
                 self._rebind()
             skipped = 0
             if self.settings.sample < 1.0:
-                kept = [r for r in records if sampled(r, self.settings.sample)]
+                keep = [sampled(r, self.settings.sample) for r in records]
+                kept = [r for r, k in zip(records, keep, strict=True) if k]
+                if lines is not None:
+                    lines = [line for line, k in zip(lines, keep, strict=True) if k]
                 skipped, records = len(records) - len(kept), kept
-            room = 0 if self._closed else self.settings.queue_records - self._backlog()
-            accepted = records[: max(room, 0)]
+            room = max(0 if self._closed else self.settings.queue_records - self._backlog(), 0)
+            accepted = records[:room]
             dropped = len(records) - len(accepted)
             self.stats["queued"] += len(accepted)
             self.stats["dropped"] += dropped
@@ -176,7 +184,7 @@ class QueuedSink:
             if dropped:
                 self._log_once("dropped", "trace queue full or closed: %d records dropped", dropped)
             if accepted:
-                self._enqueue(accepted, loop)
+                self._enqueue(accepted, loop, None if lines is None else lines[:room])
         except Exception:  # a sink must never raise into the request log
             self._log_once("queue", "could not queue traces", exc_info=True)
 
@@ -199,7 +207,12 @@ class QueuedSink:
     def _backlog(self) -> int:
         raise NotImplementedError
 
-    def _enqueue(self, records: list[dict[str, Any]], loop: asyncio.AbstractEventLoop) -> None:
+    def _enqueue(
+        self,
+        records: list[dict[str, Any]],
+        loop: asyncio.AbstractEventLoop,
+        lines: list[bytes] | None,
+    ) -> None:
         raise NotImplementedError
 
     def _rebind(self) -> None:
@@ -247,7 +260,12 @@ class OtlpTraceSink(QueuedSink):
     def _backlog(self) -> int:
         return len(self._pending)
 
-    def _enqueue(self, records: list[dict[str, Any]], loop: asyncio.AbstractEventLoop) -> None:
+    def _enqueue(
+        self,
+        records: list[dict[str, Any]],
+        loop: asyncio.AbstractEventLoop,
+        lines: list[bytes] | None,
+    ) -> None:
         self._pending.extend(records)
         if self._task is None or self._task.done():
             self._task = loop.create_task(self._run())

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import hashlib
 import itertools
 import json
 import logging
@@ -16,6 +17,7 @@ import os
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -24,12 +26,16 @@ from aiohttp import web
 from google.protobuf import json_format
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
-from llmops.settings import Settings, SettingsError, TraceSettings
+from llmops.gateway.service import CallInfo
+from llmops.logs.store import LocalStore
+from llmops.logs.writer import RequestLogWriter
+from llmops.redact import Redactor
+from llmops.settings import LogSettings, Settings, SettingsError, TraceSettings
 from llmops.slices import Slices
 from llmops.tracing import build_sinks, exporter, flush_sinks, otlp
 from llmops.tracing.exporter import ProcessTraceSink
 from llmops.tracing.otlp import OtlpTraceSink
-from llmops.tracing.spans import iso_to_ns, trace_parts
+from llmops.tracing.spans import iso_to_ns, sampled, trace_parts
 
 pytestmark = pytest.mark.integration
 EXPERIMENT = "41"
@@ -591,4 +597,72 @@ async def test_a_frame_that_cannot_be_serialised_costs_its_records_not_the_queue
     # the first frame holds both records: both count as errors; the next frame is sent
     assert sink.stats == {"queued": 3, "dropped": 0, "sampled_out": 0, "traced": 1, "errors": 2}
     assert request_ids(fake_mlflow) == ["req-2"]
+    await sink.aclose(30)
+
+
+def finished(n: int) -> CallInfo:
+    info = CallInfo(
+        request_id=f"req-{n}",
+        route="openai",
+        trace_id=hashlib.sha256(b"%d" % n).hexdigest()[:32],  # sampling reads its last digits
+        consumer="team-a",
+        model="gpt-4o",
+        status=200 if n % 5 else 502,  # every fifth failed: traced whatever the sampling
+    )
+    info.request_body = {"model": "gpt-4o", "messages": [{"role": "user", "content": f"q{n}"}]}
+    info.response_body = (
+        b'{"choices": [{"index": 0, "message": {"role": "assistant", "content": "a%d"}, '
+        b'"finish_reason": "stop"}]}' % n
+    )
+    info.first_byte = info.done = time.monotonic()
+    return info
+
+
+async def test_the_child_traces_the_request_logs_own_lines_sampled_with_their_records(
+    fake_mlflow: FakeMlflow, tmp_path: Path
+) -> None:
+    settings = TraceSettings(
+        tracking_uri=fake_mlflow.url, experiment_name="otlp-tests", export="otlp", sample=0.5
+    )
+    sink = ProcessTraceSink(settings)
+    logs = LogSettings(spool_dir=str(tmp_path / "spool"), flush_s=0.02)
+    store = LocalStore(tmp_path / "store", logs.container)
+    writer = RequestLogWriter(logs, store, Redactor(), sinks=[sink])
+    handed: list[tuple[list[dict[str, Any]], list[bytes]]] = []
+    take = sink.take_lines
+
+    def spied(records: list[dict[str, Any]], lines: list[bytes]) -> None:
+        handed.append((records, lines))
+        take(records, lines)
+
+    sink.take_lines = spied  # type: ignore[method-assign]
+    for n in range(80):
+        writer.add(finished(n))
+    await writer.aclose()
+    assert await sink.aflush(60)
+    stored = [
+        orjson.loads(line)
+        for name in await store.list("")
+        for line in (await store.get(name)).splitlines()
+    ]
+    assert len(stored) == 80
+    # the sink got the very lines the log stored, in the order of their records
+    assert [orjson.loads(line) for _, lines in handed for line in lines] == [
+        record for records, _ in handed for record in records
+    ]
+    assert sorted(line for _, lines in handed for line in lines) == sorted(
+        orjson.dumps(r, option=orjson.OPT_APPEND_NEWLINE) for r in stored
+    )
+    # sampled by trace id: failed calls always, about half of the others; each span's inputs
+    # are its own record's
+    expected = sorted(r["request_id"] for r in stored if sampled(r, 0.5))
+    assert 16 < len(expected) < 80
+    assert sorted(request_ids(fake_mlflow)) == expected
+    assert sink.stats["traced"] == len(expected)
+    assert sink.stats["sampled_out"] == 80 - len(expected)
+    by_id = {r["request_id"]: r for r in stored}
+    for _, body in fake_mlflow.posts:
+        for span in spans_of(body):
+            own = by_id[attributes(span)["mlflow.traceTag.llmops.request_id"]]
+            assert json.loads(attributes(span)["mlflow.spanInputs"]) == own["request"]
     await sink.aclose(30)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import orjson
 
 from llmops.slices import Slices
-from llmops.tracing.exporter import _frame
+from llmops.tracing.exporter import _frame, _framed
 from tests.unit.turns import turns_during
 
 RECORDS = [
@@ -17,6 +17,13 @@ RECORDS = [
 
 async def test_a_frame_is_its_records_as_one_length_prefixed_json_array() -> None:
     frame = await _frame(RECORDS, Slices(3600.0))
+    assert int.from_bytes(frame[:4], "big") == len(frame) - 4
+    assert orjson.loads(frame[4:]) == RECORDS
+
+
+def test_a_frame_of_the_request_logs_lines_holds_the_same_records() -> None:
+    lines = [orjson.dumps(r, option=orjson.OPT_APPEND_NEWLINE) for r in RECORDS]
+    frame = _framed(lines)  # the lines' newlines are whitespace between the array's items
     assert int.from_bytes(frame[:4], "big") == len(frame) - 4
     assert orjson.loads(frame[4:]) == RECORDS
 
