@@ -14,21 +14,27 @@ LAYOUT_VERSION = "v1"
 TIMESTAMP_FORMAT = "%Y-%m-%dT%H:%M:%S.%fZ"  # fixed width: strings sort like the instants
 
 
-_last_second: tuple[int, str] = (-1, "")  # the last whole second formatted (one tuple: atomic)
+_SECONDS: dict[int, str] = {}  # recent whole seconds, formatted ("YYYY-MM-DDTHH:MM:SS.")
+_SECONDS_KEPT = 64
 
 
 def iso(ts: float) -> str:
-    """A Unix time as the record's fixed-width UTC timestamp (microseconds, `Z`)."""
+    """A Unix time as the record's fixed-width UTC timestamp (microseconds, `Z`).
+
+    The seconds are formatted once and remembered (a record's received and done times differ
+    by its latency, and a batch's records share a few seconds): `strftime` costs ten times
+    the rest."""
     second = int(ts // 1)
     micros = round((ts - second) * 1_000_000)
     if micros == 1_000_000:
         second, micros = second + 1, 0
-    global _last_second
-    cached = _last_second
-    if cached[0] != second:  # records of one batch mostly share their seconds
-        text = datetime.fromtimestamp(second, UTC).strftime("%Y-%m-%dT%H:%M:%S")
-        cached = _last_second = (second, text)
-    return f"{cached[1]}.{micros:06d}Z"
+    text = _SECONDS.get(second)
+    if text is None:
+        if len(_SECONDS) >= _SECONDS_KEPT:
+            _SECONDS.clear()
+        moment = datetime.fromtimestamp(second, UTC)
+        text = _SECONDS[second] = moment.strftime("%Y-%m-%dT%H:%M:%S.")
+    return text + str(1_000_000 + micros)[1:] + "Z"  # zero-padded: cheaper than a format
 
 
 def parse_iso(value: str) -> datetime:

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
 
 from llmops.gateway.service import Attempt, CallInfo
+from llmops.logs import layout
 from llmops.logs.layout import batch_name, hour_prefixes, iso, parse_iso
 from llmops.logs.record import build_record
 from llmops.redact import Redactor
@@ -160,6 +162,20 @@ def test_errors_and_attempts() -> None:
         "error": None,
         "waited_ms": 250.0,
     }
+
+
+def test_timestamps_match_strftime_across_interleaved_and_many_seconds() -> None:
+    def reference(ts: float) -> str:
+        return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+    # a batch's received and done times alternate between seconds; then more seconds than
+    # are remembered; then a fraction that rounds up to the next second
+    base = 1795356000.0
+    stamps = [base + 0.25, base + 1.75] * 3 + [base + n + 0.000001 for n in range(200)]
+    for ts in stamps:
+        assert iso(ts) == reference(ts)
+    assert iso(base + 0.9999996) == "2026-11-22T14:00:01.000000Z"
+    assert len(layout._SECONDS) <= layout._SECONDS_KEPT
 
 
 def test_layout_partitions_by_hour() -> None:
