@@ -18,6 +18,10 @@ from tests.fakes.azurite import free_port
 MLFLOW = Path(sys.executable).parent / "mlflow"
 
 
+class _PortTaken(RuntimeError):
+    """Another process took the port between `free_port()` and the server binding it."""
+
+
 class MlflowServer:
     """One `mlflow server` process group. Use as a context manager."""
 
@@ -28,6 +32,19 @@ class MlflowServer:
         self._process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
+        """Start the server; on a port taken meanwhile (it was free when picked, and the
+        server binds it seconds later), again on another port, twice at most."""
+        for attempt in range(3):
+            try:
+                self._start()
+                return
+            except _PortTaken:
+                if attempt == 2:
+                    raise
+                self.port = free_port()
+                self.url = f"http://127.0.0.1:{self.port}"
+
+    def _start(self) -> None:
         argv = [str(MLFLOW), "server", "--host", "127.0.0.1", "--port", str(self.port)]
         argv += ["--backend-store-uri", f"sqlite:///{self.folder}/mlflow.db"]
         argv += ["--default-artifact-root", str(self.folder / "artifacts"), "--workers", "1"]
@@ -39,7 +56,11 @@ class MlflowServer:
         deadline = time.monotonic() + 90
         while time.monotonic() < deadline:
             if self._process.poll() is not None:
-                raise RuntimeError(f"mlflow server exited: {self.log()[-2000:]}")
+                self.stop()  # its uvicorn worker may outlive it
+                output = self.log()
+                if "address already in use" in output.lower():
+                    raise _PortTaken(self.port)
+                raise RuntimeError(f"mlflow server exited: {output[-2000:]}")
             try:
                 with urllib.request.urlopen(f"{self.url}/health", timeout=1) as answer:
                     if answer.status == 200:
@@ -53,8 +74,11 @@ class MlflowServer:
         return (self.folder / "server.log").read_text(errors="replace")
 
     def stop(self) -> None:
-        if self._process is not None and self._process.poll() is None:
-            os.killpg(self._process.pid, signal.SIGTERM)  # the server and its uvicorn worker
+        if self._process is not None:
+            try:
+                os.killpg(self._process.pid, signal.SIGTERM)  # the server and its worker
+            except ProcessLookupError:  # the whole group is gone already
+                pass
             try:
                 self._process.wait(15)
             except subprocess.TimeoutExpired:
