@@ -849,14 +849,14 @@ class Redactor:
                     item = known  # a short string seen before (roles, names, short replies)
                 else:
                     item = self._redact(item, counts)
-            elif isinstance(item, dict | list | tuple):
+            elif isinstance(item, _CONTAINERS):
                 item = self._walk_deep(item, counts)
             copied[key] = item
         return copied
 
     def _walk_deep(self, root: object, counts: Counter[str] | None) -> object:
         # Iterative and post-order, so deeply nested JSON cannot exhaust the stack.
-        if not isinstance(root, dict | list | tuple):
+        if not isinstance(root, _CONTAINERS):
             return self._redact(root, counts) if isinstance(root, str) else root
         # Each frame: the container, an iterator over its (key, item) pairs, the copies so far.
         stack: list[tuple[_Container, Iterator[tuple[object, object]], list[_Pair]]]
@@ -865,7 +865,7 @@ class Redactor:
         while True:
             source, pairs, copied = stack[-1]
             for key, item in pairs:
-                if isinstance(item, dict | list | tuple):
+                if isinstance(item, _CONTAINERS):
                     keys.append(key)
                     stack.append((item, _pairs(item), []))
                     break
@@ -976,6 +976,7 @@ class Redactor:
 
 
 _Container = dict[object, object] | list[object] | tuple[object, ...]
+_CONTAINERS = (dict, list, tuple)  # as a tuple: `dict | list | tuple` inline is built per test
 _Pair = tuple[object, object]
 
 

@@ -162,6 +162,9 @@ def _check_messages(body: dict[str, Any]) -> None:
             )
 
 
+_NESTING = (dict, list)  # a tuple of types: `dict | list` inline builds a union at each test
+
+
 def _depth(value: object) -> int:
     """How deeply `value` nests (iterative: a hostile body cannot exhaust the stack)."""
     deepest, stack = 0, [(value, 1)]
@@ -173,7 +176,7 @@ def _depth(value: object) -> int:
             deepest = max(deepest, level)
             if deepest > MAX_DEPTH:
                 return deepest
-            stack.extend((child, level + 1) for child in item if isinstance(child, dict | list))
+            stack.extend((child, level + 1) for child in item if isinstance(child, _NESTING))
     return deepest
 
 
