@@ -206,9 +206,9 @@ class RequestLogWriter:
             await slices.turn()
         self._notify(records, lines)
         blobs = []
-        for hour, lines in by_hour.items():  # hour is "YYYY-MM-DDTHH"
+        for hour, in_hour in by_hour.items():  # hour is "YYYY-MM-DDTHH"
             self._sequence += 1
-            blobs.append((batch_name(hour, self.instance, self._sequence), b"".join(lines)))
+            blobs.append((batch_name(hour, self.instance, self._sequence), b"".join(in_hour)))
         return blobs
 
     def _notify(self, records: list[dict[str, Any]], lines: list[bytes]) -> None:

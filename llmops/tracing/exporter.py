@@ -3,9 +3,9 @@
 Building a call's OTLP span costs about as much CPU as building its request-log record
 (docs/benchmarks.md, session 5), and it runs in the process that serves the calls. With
 `LLMOPS_TRACE_PROCESS=on` (the default for OTLP export), `ProcessTraceSink` hands each batch
-of records to a child process instead (`python -m llmops.tracing.exporter`), serialised
-with orjson a few records at a time, and the child runs the `OtlpTraceSink` of the in-process
-mode. The gateway's share per call is a share of a join and of a pipe write.
+of records to a child process instead (`python -m llmops.tracing.exporter`), as the JSON
+the request log already made of them, and the child runs the `OtlpTraceSink` of the
+in-process mode. The gateway's share per call is a share of a join and of a pipe write.
 
 Protocol: the parent writes frames to the child's stdin (4-byte big-endian length, then a JSON
 array of up to `FRAME_RECORDS` records: the request log's own JSON lines, joined, or, for
