@@ -72,12 +72,7 @@ class ProcessTraceSink(QueuedSink):
         are joined from those lines, not serialised again. Never blocks, never raises."""
         self._accept(records, lines)
 
-    def _enqueue(
-        self,
-        records: list[dict[str, Any]],
-        loop: asyncio.AbstractEventLoop,
-        lines: list[bytes] | None,
-    ) -> None:
+    def _enqueue(self, records: list[dict[str, Any]], lines: list[bytes] | None) -> None:
         """Appends and joins only: records without lines are serialised by the writer task,
         in the loop's slices."""
         if time.monotonic() < self._down_until:  # the child failed a moment ago
@@ -89,7 +84,7 @@ class ProcessTraceSink(QueuedSink):
             self._frames.append((len(some), some if lines is None else _framed(lines[start:end])))
         self._waiting += len(records)
         if self._pump is None or self._pump.done():
-            self._pump = loop.create_task(self._write())
+            self._pump = asyncio.create_task(self._write())  # on the loop `_accept` runs on
 
     def _rebind(self) -> None:
         self._pump, self._reader, self._process = None, None, None

@@ -184,7 +184,7 @@ class QueuedSink:
             if dropped:
                 self._log_once("dropped", "trace queue full or closed: %d records dropped", dropped)
             if accepted:
-                self._enqueue(accepted, loop, None if lines is None else lines[:room])
+                self._enqueue(accepted, None if lines is None else lines[:room])
         except Exception:  # a sink must never raise into the request log
             self._log_once("queue", "could not queue traces", exc_info=True)
 
@@ -207,12 +207,7 @@ class QueuedSink:
     def _backlog(self) -> int:
         raise NotImplementedError
 
-    def _enqueue(
-        self,
-        records: list[dict[str, Any]],
-        loop: asyncio.AbstractEventLoop,
-        lines: list[bytes] | None,
-    ) -> None:
+    def _enqueue(self, records: list[dict[str, Any]], lines: list[bytes] | None) -> None:
         raise NotImplementedError
 
     def _rebind(self) -> None:
@@ -260,15 +255,10 @@ class OtlpTraceSink(QueuedSink):
     def _backlog(self) -> int:
         return len(self._pending)
 
-    def _enqueue(
-        self,
-        records: list[dict[str, Any]],
-        loop: asyncio.AbstractEventLoop,
-        lines: list[bytes] | None,
-    ) -> None:
+    def _enqueue(self, records: list[dict[str, Any]], lines: list[bytes] | None) -> None:
         self._pending.extend(records)
         if self._task is None or self._task.done():
-            self._task = loop.create_task(self._run())
+            self._task = asyncio.create_task(self._run())  # on the loop `_accept` runs on
 
     def _rebind(self) -> None:
         self._task, self._session = None, None
