@@ -16,6 +16,7 @@ import asyncio
 import os
 from collections.abc import Callable
 from time import perf_counter, thread_time
+from typing import Any
 
 SLICE_S = 0.0001  # work between two turns of the loop: 0.1 ms, at least
 SHARE = 0.5  # or half the loop thread's CPU time spent on calls while the slice waited its turn
@@ -68,3 +69,14 @@ class Slices:
         self._cpu = thread_time()
         calls = self._cpu - cpu - (_in_slices - tally)  # other slices meanwhile excepted
         self._until = perf_counter() + max(self._budget, self._share * calls)
+
+
+async def release(items: list[Any], slices: Slices) -> None:
+    """Empty `items` a few at a time, giving the loop its turns: dropping the last reference
+    to a batch all at once frees every object in it in one turn. For a flush of 500 calls here
+    that is ~0.8 ms for their records, ~0.6 ms for their JSON lines and ~0.3 ms for the calls,
+    which a call at concurrency 1 would wait behind (measured, docs/benchmarks.md session 9).
+    Only for a list no one else keeps: its items are freed as they are taken out."""
+    while items:
+        items.pop()
+        await slices.turn()

@@ -25,7 +25,7 @@ import socket
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol, runtime_checkable
 
 import orjson
 
@@ -33,7 +33,7 @@ from llmops.logs.layout import batch_name, iso
 from llmops.logs.record import build_record
 from llmops.logs.store import LogStore
 from llmops.settings import LogSettings
-from llmops.slices import Slices
+from llmops.slices import Slices, release
 
 if TYPE_CHECKING:
     from llmops.gateway.service import CallInfo
@@ -49,6 +49,14 @@ class LineSink(Protocol):
     newline), so that it need not serialise the record again (the trace exporter process)."""
 
     def take_lines(self, records: list[dict[str, Any]], lines: list[bytes]) -> None: ...
+
+
+class Blob(NamedTuple):
+    """One batch's JSON Lines for one hour, under the name it keeps until it is stored."""
+
+    name: str
+    data: bytes
+    records: int  # lines in `data` (counting them again is ~0.2 ms per 500 on the loop)
 
 
 # Only files this writer could have made are replayed (the spool folder may be shared).
@@ -92,7 +100,7 @@ class RequestLogWriter:
             "build_failures": 0,
         }
         self._pending: list[CallInfo] = []
-        self._unsent: list[tuple[str, bytes]] = []  # neither uploaded nor spooled (disk full)
+        self._unsent: list[Blob] = []  # neither uploaded nor spooled (disk full)
         self._sequence = 0
         self._lock = asyncio.Lock()
         self._timer: asyncio.TimerHandle | None = None
@@ -155,9 +163,9 @@ class RequestLogWriter:
             try:
                 if self._spool_pending and self._store_available():
                     await self._replay()
-                for index, (name, data) in enumerate(blobs):
-                    if not await self._deliver(name, data):
-                        self._unsent.extend(blobs[index + 1 :])
+                for index, blob in enumerate(blobs):
+                    if not await self._deliver(blob):
+                        self._unsent.extend(blobs[index:])  # this one too: it is nowhere
                         break
             except Exception:  # never lose what was taken out of the buffer
                 log.exception("request-log flush failed; keeping the batch for the next flush")
@@ -182,12 +190,13 @@ class RequestLogWriter:
             log.exception("could not spill a request-log batch; keeping it")
             self._pending[:0] = batch
             return
-        for name, data in blobs:
-            if not await self._to_spool(name, data):
-                self._unsent.append((name, data))
+        for blob in blobs:
+            if not await self._to_spool(blob):
+                self._unsent.append(blob)
 
-    async def _build(self, batch: list[CallInfo]) -> list[tuple[str, bytes]]:
-        """Serialise a batch as JSON Lines, one blob per hour of `received_at`."""
+    async def _build(self, batch: list[CallInfo]) -> list[Blob]:
+        """Serialise a batch as JSON Lines, one blob per hour of `received_at`. Once the blobs
+        exist, `batch` is emptied (its calls are not needed any more)."""
         by_hour: dict[str, list[bytes]] = {}
         records = []
         lines = []
@@ -208,13 +217,19 @@ class RequestLogWriter:
         blobs = []
         for hour, in_hour in by_hour.items():  # hour is "YYYY-MM-DDTHH"
             self._sequence += 1
-            blobs.append((batch_name(hour, self.instance, self._sequence), b"".join(in_hour)))
+            name = batch_name(hour, self.instance, self._sequence)
+            blobs.append(Blob(name, b"".join(in_hour), len(in_hour)))
+        by_hour.clear()
+        # Everything the blobs were made from is freed in slices too, not in one turn.
+        for built in (records, lines, batch):
+            await release(built, slices)
         return blobs
 
     def _notify(self, records: list[dict[str, Any]], lines: list[bytes]) -> None:
         """Hand the batch's (redacted) records to the sinks: traces, metrics; a `LineSink`
         also gets their JSON lines. A sink must not block the loop (offload slow work
-        itself); its failures are logged, never raised."""
+        itself), nor keep the lists (they are emptied next; copy what it keeps); its
+        failures are logged, never raised."""
         for sink in self.sinks:
             try:
                 if isinstance(sink, LineSink):
@@ -259,11 +274,13 @@ class RequestLogWriter:
     def _store_available(self) -> bool:
         return self._clock() >= self._down_until
 
-    async def _deliver(self, name: str, data: bytes) -> bool:
+    async def _deliver(self, blob: Blob) -> bool:
         """Upload, or spool when the store is down. False only if both failed."""
         if self._store_available():
             try:
-                await asyncio.wait_for(self.store.put(name, data), self.settings.upload_timeout_s)
+                await asyncio.wait_for(
+                    self.store.put(blob.name, blob.data), self.settings.upload_timeout_s
+                )
             except Exception as exc:
                 self.stats["upload_failures"] += 1
                 self._down_until = self._clock() + self.settings.retry_s
@@ -277,18 +294,18 @@ class RequestLogWriter:
                     )
                     self._outage_logged = True
             else:
-                self.stats["written"] += data.count(b"\n")
+                self.stats["written"] += blob.records
                 return True
-        return await self._to_spool(name, data)
+        return await self._to_spool(blob)
 
-    async def _to_spool(self, name: str, data: bytes) -> bool:
+    async def _to_spool(self, blob: Blob) -> bool:
         try:
-            await asyncio.to_thread(_spool_write, self.spool, name, data)
+            await asyncio.to_thread(_spool_write, self.spool, blob.name, blob.data)
         except OSError:
-            log.exception("could not spool request-log batch %s", name)
+            log.exception("could not spool request-log batch %s", blob.name)
             return False
         self._spool_pending = True
-        self.stats["spooled"] += data.count(b"\n")
+        self.stats["spooled"] += blob.records
         return True
 
     async def _replay(self) -> None:

@@ -7,6 +7,7 @@ import asyncio
 import json
 import time
 import uuid
+import weakref
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -43,6 +44,10 @@ class FlakyStore(LocalStore):
         if self.error is not None:
             raise self.error
         await super().put(name, data, content_type)
+
+
+class Watched(dict[str, Any]):
+    """A call's request body that a weak reference can watch (a plain dict cannot be)."""
 
 
 def settings(tmp_path: Path, **overrides: Any) -> LogSettings:
@@ -131,6 +136,54 @@ async def test_a_store_that_raises_anything_is_a_store_that_is_down(tmp_path: Pa
     store.error = None
     await writer.aclose()
     assert await stored_ids(store) == [f"req-{n:05d}" for n in range(30)]
+
+
+async def test_a_batch_neither_stored_nor_spooled_waits_for_the_next_flush(
+    tmp_path: Path,
+) -> None:
+    store = FlakyStore(tmp_path / "store")
+    store.error = OSError("store down")
+    writer = RequestLogWriter(settings(tmp_path, batch_records=10), store, Redactor())
+    writer.spool.parent.mkdir(parents=True)
+    writer.spool.write_text("a file where the spool folder goes: every spool write fails")
+    for n in range(25):  # three batches of one hour each: 10, 10 and 5 records
+        writer.add(call(n))
+        await asyncio.sleep(0)
+    await writer.flush()
+    assert writer.stats["written"] == writer.stats["spooled"] == 0
+    assert sum(blob.records for blob in writer._unsent) == 25
+    writer.spool.unlink()  # the disk is back, and then the store
+    store.error = None
+    await asyncio.sleep(0.1)  # past retry_s
+    await writer.aclose()
+    assert await stored_ids(store) == [f"req-{n:05d}" for n in range(25)]
+
+
+async def test_a_flush_frees_its_calls_a_slice_at_a_time(tmp_path: Path) -> None:
+    """Freed in one turn, a batch's calls, records and lines stall every call waiting for the
+    loop (~1.7 ms per 500 here): the calls (the ones a test can watch) go over many turns."""
+    store = FlakyStore(tmp_path / "store")
+    writer = RequestLogWriter(settings(tmp_path, batch_records=10_000), store, Redactor())
+    alive = []
+    for n in range(2000):
+        info = call(n)
+        info.request_body = Watched(info.request_body or {})
+        alive.append(weakref.ref(info.request_body))
+        writer.add(info)
+    del info
+    seen: list[int] = []  # calls alive at each of another task's turns
+
+    async def watch() -> None:
+        while True:
+            seen.append(sum(ref() is not None for ref in alive[::10]))
+            await asyncio.sleep(0)
+
+    watcher = asyncio.ensure_future(watch())
+    await writer.flush()
+    watcher.cancel()
+    assert writer.stats["written"] == 2000
+    assert seen[0] == 200 and seen[-1] == 0
+    assert any(0 < count < 200 for count in seen)  # freed while calls were being served
 
 
 async def test_a_record_that_cannot_be_built_is_still_written(tmp_path: Path) -> None:

@@ -632,7 +632,7 @@ async def test_the_child_traces_the_request_logs_own_lines_sampled_with_their_re
     take = sink.take_lines
 
     def spied(records: list[dict[str, Any]], lines: list[bytes]) -> None:
-        handed.append((records, lines))
+        handed.append((list(records), list(lines)))  # the writer empties its lists next
         take(records, lines)
 
     sink.take_lines = spied  # type: ignore[method-assign]

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import weakref
 
 import pytest
 
 from llmops import slices
-from llmops.slices import Slices
+from llmops.slices import Slices, release
 from tests.unit.turns import turns_during
 
 
@@ -54,6 +55,31 @@ async def test_a_background_process_also_offers_the_cpu_at_each_turn(
     assert yields == 5
     assert await turns_taken(Slices(3600.0), 5) == 0
     assert yields == 5  # no turn, no yield
+
+
+class Thing:
+    """An item that can be watched with a weak reference (records and lines cannot)."""
+
+
+async def test_release_frees_the_items_as_it_takes_them_a_slice_per_turn() -> None:
+    items = [Thing() for _ in range(20)]
+    alive = [weakref.ref(thing) for thing in items]
+    seen: list[int] = []  # how many items were alive at each of another task's turns
+
+    async def watch() -> None:
+        while True:
+            seen.append(sum(ref() is not None for ref in alive))
+            await asyncio.sleep(0)
+
+    watcher = asyncio.ensure_future(watch())
+    await asyncio.sleep(0)
+    await release(items, Slices(0.0, share=0.0))  # a turn after each item
+    watcher.cancel()
+    assert items == []
+    assert seen == list(range(20, -1, -1))  # one freed per turn, none kept alive by release
+    items = [Thing() for _ in range(20)]
+    assert await turns_during(release(items, Slices(3600.0))) == 0  # within the budget
+    assert items == []
 
 
 class Clocks:
