@@ -119,7 +119,7 @@ async def test_full_buffer_spills_instead_of_growing(tmp_path: Path) -> None:
         if n % 50 == 0:
             await asyncio.sleep(0)
     assert writer.stats["spilled"] >= 400
-    assert len(writer._pending) < 50
+    assert len(writer._calls) + writer._lines < 50
     store.delay_s = 0.0
     await writer.aclose()
     assert await stored_ids(store) == [f"req-{n:05d}" for n in range(500)]
@@ -159,31 +159,36 @@ async def test_a_batch_neither_stored_nor_spooled_waits_for_the_next_flush(
     assert await stored_ids(store) == [f"req-{n:05d}" for n in range(25)]
 
 
-async def test_a_flush_frees_its_calls_a_slice_at_a_time(tmp_path: Path) -> None:
-    """Freed in one turn, a batch's calls, records and lines stall every call waiting for the
-    loop (~1.7 ms per 500 here): the calls (the ones a test can watch) go over many turns."""
+async def test_each_record_is_built_at_the_next_turn_and_its_call_freed_there(
+    tmp_path: Path,
+) -> None:
+    """Not on the request path (add), not in a batch at the flush (the calls at concurrency
+    1 waited behind its slices): in the loop's next turn, one callback per call."""
     store = FlakyStore(tmp_path / "store")
-    writer = RequestLogWriter(settings(tmp_path, batch_records=10_000), store, Redactor())
+    writer = RequestLogWriter(settings(tmp_path, flush_s=60.0), store, Redactor())
     alive = []
-    for n in range(2000):
+    for n in range(3):
         info = call(n)
         info.request_body = Watched(info.request_body or {})
         alive.append(weakref.ref(info.request_body))
         writer.add(info)
     del info
-    seen: list[int] = []  # calls alive at each of another task's turns
-
-    async def watch() -> None:
-        while True:
-            seen.append(sum(ref() is not None for ref in alive[::10]))
-            await asyncio.sleep(0)
-
-    watcher = asyncio.ensure_future(watch())
+    assert writer._lines == 0 and all(ref() is not None for ref in alive)  # add() builds nothing
+    await asyncio.sleep(0)
+    assert writer._lines == 3 and all(ref() is None for ref in alive)  # built, and freed
+    assert store.puts == 0  # the lines wait for their batch
     await writer.flush()
-    watcher.cancel()
-    assert writer.stats["written"] == 2000
-    assert seen[0] == 200 and seen[-1] == 0
-    assert any(0 < count < 200 for count in seen)  # freed while calls were being served
+    assert await stored_ids(store) == ["req-00000", "req-00001", "req-00002"]
+
+
+async def test_a_flush_builds_the_calls_whose_turn_has_not_come(tmp_path: Path) -> None:
+    store = FlakyStore(tmp_path / "store")
+    writer = RequestLogWriter(settings(tmp_path, flush_s=60.0), store, Redactor())
+    writer.add(call(0))
+    writer.add(call(1))
+    await writer.flush()  # right after add(), as at the end of a Functions invocation
+    assert await stored_ids(store) == ["req-00000", "req-00001"]
+    assert writer.stats["written"] == 2 and writer.backlog() == 0
 
 
 async def test_a_record_that_cannot_be_built_is_still_written(tmp_path: Path) -> None:
