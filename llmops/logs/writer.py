@@ -44,8 +44,7 @@ if TYPE_CHECKING:
     from llmops.redact import Redactor
 
 log = logging.getLogger("llmops.logs")
-RecordSink = Callable[[list[dict[str, Any]]], None]  # receives built records, a few at a time
-SINK_RECORDS = 32  # records handed to the sinks at a time (one frame for the trace exporter)
+RecordSink = Callable[[list[dict[str, Any]]], None]  # receives each batch's built records
 
 
 @runtime_checkable
@@ -107,7 +106,7 @@ class RequestLogWriter:
         self._calls: deque[CallInfo] = deque()  # added, record not built yet
         self._hours: dict[str, list[bytes]] = {}  # built lines waiting for a flush, by hour
         self._lines = 0  # lines in `_hours`
-        self._for_sinks: tuple[list[dict[str, Any]], list[bytes]] = ([], [])
+        self._for_sinks: tuple[list[dict[str, Any]], list[bytes]] = ([], [])  # at the flush
         self._unsent: list[Blob] = []  # neither uploaded nor spooled (disk full)
         self._sequence = 0
         self._lock = asyncio.Lock()
@@ -147,7 +146,8 @@ class RequestLogWriter:
 
     def _take(self, info: CallInfo) -> None:
         """Build one call's record and JSON line; the line waits in the buffer for its batch,
-        the record (only if there are sinks) for the next handover to them."""
+        and so does the record if there are sinks (they get each batch at once: the trace
+        exporter then sends one POST per batch, not one per few records)."""
         record = self._record(info)
         try:
             line = orjson.dumps(record, option=orjson.OPT_APPEND_NEWLINE)
@@ -161,8 +161,6 @@ class RequestLogWriter:
             records, lines = self._for_sinks
             records.append(record)
             lines.append(line)
-            if len(records) >= SINK_RECORDS:
-                self._notify()
 
     def _kick(self) -> None:
         if self._timer is not None:
@@ -188,10 +186,11 @@ class RequestLogWriter:
                 if self._calls:
                     self._take(self._calls.popleft())
                     await slices.turn()
-            self._notify()
+            records = self._notify()
             hours, self._hours, self._lines = self._hours, {}, 0
             blobs, self._unsent = self._unsent, []
             blobs += await self._blobs(hours, slices)
+            await release(records, slices)
             try:
                 if self._spool_pending and self._store_available():
                     await self._replay()
@@ -221,14 +220,17 @@ class RequestLogWriter:
         calls not yet built (built here: only those added since the loop's last turn)."""
         while self._calls:
             self._take(self._calls.popleft())
-        self._notify()
+        records = self._notify()
         hours, self._hours = self._hours, {}
         self.stats["spilled"] += self._lines
         self._lines = 0
-        self._start(self._spill(hours))
+        self._start(self._spill(hours, records))
 
-    async def _spill(self, hours: dict[str, list[bytes]]) -> None:
-        for blob in await self._blobs(hours, Slices()):
+    async def _spill(self, hours: dict[str, list[bytes]], records: list[dict[str, Any]]) -> None:
+        slices = Slices()
+        blobs = await self._blobs(hours, slices)
+        await release(records, slices)
+        for blob in blobs:
             if not await self._to_spool(blob):
                 self._unsent.append(blob)
 
@@ -244,14 +246,15 @@ class RequestLogWriter:
             await release(lines, slices)
         return blobs
 
-    def _notify(self) -> None:
-        """Hand the records built since the last handover (redacted) to the sinks: traces,
-        metrics; a `LineSink` also gets their JSON lines. A sink must not block the loop
-        (offload slow work itself), nor keep the lists (copy what it keeps); its failures
-        are logged, never raised."""
+    def _notify(self) -> list[dict[str, Any]]:
+        """Hand the batch's (redacted) records to the sinks: traces, metrics; a `LineSink`
+        also gets their JSON lines. A sink must not block the loop (offload slow work
+        itself), nor keep the lists (copy what it keeps); its failures are logged, never
+        raised. Returns the records, for the caller to free in slices (500 at once: ~0.8 ms
+        of the loop)."""
         records, lines = self._for_sinks
         if not records:
-            return
+            return records
         self._for_sinks = ([], [])
         for sink in self.sinks:
             try:
@@ -264,6 +267,7 @@ class RequestLogWriter:
                 if name not in self._failed_sinks:
                     self._failed_sinks.add(name)
                     log.exception("request-log sink %s failed (logged once)", name)
+        return records
 
     def _record(self, info: CallInfo) -> dict[str, Any]:
         try:
