@@ -146,7 +146,7 @@ async def test_a_batch_neither_stored_nor_spooled_waits_for_the_next_flush(
     writer = RequestLogWriter(settings(tmp_path, batch_records=10), store, Redactor())
     writer.spool.parent.mkdir(parents=True)
     writer.spool.write_text("a file where the spool folder goes: every spool write fails")
-    for n in range(25):  # three batches of one hour each: 10, 10 and 5 records
+    for n in range(25):  # batches cut at 10 records, each failing to upload and to spool
         writer.add(call(n))
         await asyncio.sleep(0)
     await writer.flush()
