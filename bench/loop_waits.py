@@ -39,6 +39,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
+from _report import pct  # noqa: E402
 from request_log_writer import finished_call  # noqa: E402
 
 from llmops.logs.store import LocalStore  # noqa: E402
@@ -102,15 +103,14 @@ def main() -> int:
                 waits[side] += run(serve(args.calls, folder))
 
     def ms(values: list[float], q: float) -> float:
-        ordered = sorted(values)
-        return ordered[min(len(ordered) - 1, int(len(ordered) * q))] * 1000
+        return pct(values, q) * 1000
 
     print(f"{args.rounds} rounds of {args.calls} calls at concurrency 1; wait per call, CPU ms")
     print("| side | p50 | p99 | longest |")
     print("| --- | --- | --- | --- |")
     for side, values in waits.items():
-        print(f"| {side} | {ms(values, 0.5):.3f} | {ms(values, 0.99):.3f} | {ms(values, 1):.3f} |")
-    excess = ms(waits["log"], 0.99) - ms(waits["no log"], 0.99)
+        print(f"| {side} | {ms(values, 50):.3f} | {ms(values, 99):.3f} | {ms(values, 100):.3f} |")
+    excess = ms(waits["log"], 99) - ms(waits["no log"], 99)
     print(f"p99 excess of the log: +{excess:.3f} ms")
     ratio = statistics.median(waits["log"]) / statistics.median(waits["no log"])
     print(f"median wait, log / no log: x{ratio:.2f}")

@@ -105,7 +105,6 @@ class RequestLogWriter:
         }
         self._calls: deque[CallInfo] = deque()  # added, record not built yet
         self._hours: dict[str, list[bytes]] = {}  # built lines waiting for a flush, by hour
-        self._lines = 0  # lines in `_hours`
         self._for_sinks: tuple[list[dict[str, Any]], list[bytes]] = ([], [])  # at the flush
         self._unsent: list[Blob] = []  # neither uploaded nor spooled (disk full)
         self._sequence = 0
@@ -116,6 +115,11 @@ class RequestLogWriter:
         self._clock = clock
         self._outage_logged = False
         self._spool_pending = self.spool.is_dir() and any(self.spool.glob("*.jsonl"))
+
+    @property
+    def _lines(self) -> int:
+        """Built lines waiting for a flush (`_hours` holds one or two hours)."""
+        return sum(map(len, self._hours.values()))
 
     def backlog(self) -> int:
         """Records not yet in the store: buffered, or spooled by this process and not yet
@@ -156,7 +160,6 @@ class RequestLogWriter:
             record = self._minimal(info, "RecordNotSerialisable")
             line = orjson.dumps(record, option=orjson.OPT_APPEND_NEWLINE)
         self._hours.setdefault(record["received_at"][:13], []).append(line)
-        self._lines += 1
         if self.sinks:
             records, lines = self._for_sinks
             records.append(record)
@@ -187,7 +190,7 @@ class RequestLogWriter:
                     self._take(self._calls.popleft())
                     await slices.turn()
             records = self._notify()
-            hours, self._hours, self._lines = self._hours, {}, 0
+            hours, self._hours = self._hours, {}
             blobs, self._unsent = self._unsent, []
             blobs += await self._blobs(hours, slices)
             await release(records, slices)
@@ -221,9 +224,8 @@ class RequestLogWriter:
         while self._calls:
             self._take(self._calls.popleft())
         records = self._notify()
-        hours, self._hours = self._hours, {}
         self.stats["spilled"] += self._lines
-        self._lines = 0
+        hours, self._hours = self._hours, {}
         self._start(self._spill(hours, records))
 
     async def _spill(self, hours: dict[str, list[bytes]], records: list[dict[str, Any]]) -> None:
