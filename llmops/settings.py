@@ -53,6 +53,7 @@ LOG_BUFFER_RECORDS = "LLMOPS_LOG_BUFFER_RECORDS"
 LOG_UPLOAD_TIMEOUT_S = "LLMOPS_LOG_UPLOAD_TIMEOUT_S"
 LOG_RETRY_S = "LLMOPS_LOG_RETRY_S"  # after a failed upload, spool directly for this long
 LOG_CONTENT = "LLMOPS_LOG_CONTENT"  # on | off: keep (redacted) messages and completions
+LOG_PROCESS = "LLMOPS_LOG_PROCESS"  # on | off: records built in a child process
 REDACT_MODE = "LLMOPS_REDACT_MODE"  # mask | hash | off
 REDACT_SALT = "LLMOPS_REDACT_SALT"
 REDACT_PATTERNS = "LLMOPS_REDACT_PATTERNS"  # JSON object: name -> regex
@@ -149,6 +150,9 @@ class LogSettings:
     redact_salt: str = field(default="", repr=False)
     redact_patterns: Mapping[str, str] = field(default_factory=dict)
     flush_each_call: bool = False  # under the Functions host: an instance may freeze after a call
+    # records built in a child process (llmops/logs/builder.py); on when read from the
+    # environment (LLMOPS_LOG_PROCESS), off for a writer made in code (tests, libraries)
+    process: bool = False
 
     @property
     def storage(self) -> str:
@@ -194,6 +198,7 @@ class LogSettings:
             redact_salt=text(REDACT_SALT) or "",
             redact_patterns=patterns,
             flush_each_call=text(FUNCTIONS_RUNTIME) is not None,
+            process=_switch(text(LOG_PROCESS), LOG_PROCESS),
         )
 
 

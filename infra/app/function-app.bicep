@@ -101,6 +101,7 @@ var appSettings = {
   LLMOPS_LOG_UPLOAD_TIMEOUT_S: ''
   LLMOPS_LOG_RETRY_S: ''
   LLMOPS_LOG_CONTENT: logContent
+  LLMOPS_LOG_PROCESS: ''
   LLMOPS_REDACT_MODE: redactMode
   LLMOPS_REDACT_SALT: empty(redactSaltSecretUri) ? '' : '@Microsoft.KeyVault(SecretUri=${redactSaltSecretUri})'
   LLMOPS_REDACT_PATTERNS: ''

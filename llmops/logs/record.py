@@ -107,6 +107,26 @@ def build_record(
     }
 
 
+def minimal_record(info: CallInfo, reason: str, instance: str) -> dict[str, Any]:
+    """The record of a call whose full record could not be built: who, when, what status."""
+    return {
+        "schema": SCHEMA,
+        "schema_version": SCHEMA_VERSION,
+        "request_id": info.request_id,
+        "trace_id": info.trace_id,
+        "received_at": iso(info.received_at),
+        "consumer": info.consumer,
+        "model": info.model if isinstance(info.model, str) else None,
+        "status": info.status,
+        "error": {
+            "type": "record_build_failed",
+            "code": reason,
+            "message": "the gateway could not build this record",
+        },
+        "instance": instance,
+    }
+
+
 def _ms(seconds: float) -> float:
     return round(seconds * 1000.0, 3)
 

@@ -33,14 +33,15 @@ from typing import TYPE_CHECKING, Any, NamedTuple, Protocol, runtime_checkable
 
 import orjson
 
-from llmops.logs.layout import batch_name, iso
-from llmops.logs.record import build_record
+from llmops.logs.layout import batch_name
+from llmops.logs.record import build_record, minimal_record
 from llmops.logs.store import LogStore
 from llmops.settings import LogSettings
 from llmops.slices import Slices, release
 
 if TYPE_CHECKING:
     from llmops.gateway.service import CallInfo
+    from llmops.logs.builder import ProcessBuilder
     from llmops.redact import Redactor
 
 log = logging.getLogger("llmops.logs")
@@ -52,7 +53,18 @@ class LineSink(Protocol):
     """A sink that can take each record's JSON as the log wrote it (one line, ending in a
     newline), so that it need not serialise the record again (the trace exporter process)."""
 
-    def take_lines(self, records: list[dict[str, Any]], lines: list[bytes]) -> None: ...
+    def take_lines(self, records: list[dict[str, Any]] | None, lines: list[bytes]) -> None: ...
+
+
+class _Hour:
+    """One hour's lines waiting for a flush: single lines (built here) or runs of lines (from
+    the builder process), and how many lines in all."""
+
+    __slots__ = ("parts", "records")
+
+    def __init__(self) -> None:
+        self.parts: list[bytes] = []
+        self.records = 0
 
 
 class Blob(NamedTuple):
@@ -104,8 +116,9 @@ class RequestLogWriter:
             "build_failures": 0,
         }
         self._calls: deque[CallInfo] = deque()  # added, record not built yet
-        self._hours: dict[str, list[bytes]] = {}  # built lines waiting for a flush, by hour
-        self._for_sinks: tuple[list[dict[str, Any]], list[bytes]] = ([], [])  # at the flush
+        self._hours: dict[str, _Hour] = {}  # built lines waiting for a flush, by hour
+        # for the sinks, at the flush: the lines, and the records of those built here
+        self._for_sinks: tuple[list[dict[str, Any]], list[bytes]] = ([], [])
         self._unsent: list[Blob] = []  # neither uploaded nor spooled (disk full)
         self._sequence = 0
         self._lock = asyncio.Lock()
@@ -115,27 +128,48 @@ class RequestLogWriter:
         self._clock = clock
         self._outage_logged = False
         self._spool_pending = self.spool.is_dir() and any(self.spool.glob("*.jsonl"))
+        self._builder: ProcessBuilder | None = None
+        if settings.process:
+            from llmops.logs.builder import ProcessBuilder
+
+            self._builder = ProcessBuilder(
+                redactor,
+                content=settings.content,
+                instance=self.instance,
+                place=self._place,
+                build_here=self._take,
+                stats=self.stats,
+            )
 
     @property
     def _lines(self) -> int:
         """Built lines waiting for a flush (`_hours` holds one or two hours)."""
-        return sum(map(len, self._hours.values()))
+        return sum(hour.records for hour in self._hours.values())
+
+    def _pending(self) -> int:
+        """Calls added and not yet flushed: to build, with the builder process, or built."""
+        building = self._builder.pending() if self._builder is not None else 0
+        return len(self._calls) + building + self._lines
 
     def backlog(self) -> int:
         """Records not yet in the store: buffered, or spooled by this process and not yet
         replayed (a spool left by an earlier process is not counted)."""
         spooled = max(self.stats["spooled"] - self.stats["replayed"], 0)
-        return len(self._calls) + self._lines + spooled
+        return self._pending() + spooled
 
     # --- the request path ----------------------------------------------------------------
     def add(self, info: CallInfo) -> None:
         """Queue one finished call. O(1): its record is built at the loop's next turn (by
-        then the call's response has gone out), and written with its batch later."""
-        self._calls.append(info)
+        then the call's response has gone out), here or in the builder process, and written
+        with its batch later."""
         self.stats["added"] += 1
         loop = asyncio.get_running_loop()
-        loop.call_soon(self._build_next)
-        pending = len(self._calls) + self._lines
+        if self._builder is not None:
+            self._builder.submit(info)
+        else:
+            self._calls.append(info)
+            loop.call_soon(self._build_next)
+        pending = self._pending()
         if pending >= self.settings.buffer_records:
             # The store is too slow to keep up: spill the buffer to disk instead of growing.
             self._spill_now()
@@ -159,11 +193,22 @@ class RequestLogWriter:
             self.stats["build_failures"] += 1
             record = self._minimal(info, "RecordNotSerialisable")
             line = orjson.dumps(record, option=orjson.OPT_APPEND_NEWLINE)
-        self._hours.setdefault(record["received_at"][:13], []).append(line)
+        key = record["received_at"][:13]
+        hour = self._hours.get(key) or self._hours.setdefault(key, _Hour())
+        hour.parts.append(line)
+        hour.records += 1
         if self.sinks:
             records, lines = self._for_sinks
             records.append(record)
             lines.append(line)
+
+    def _place(self, key: str, lines: bytes, count: int) -> None:
+        """Lines the builder process sent back: `count` records of hour `key`."""
+        hour = self._hours.get(key) or self._hours.setdefault(key, _Hour())
+        hour.parts.append(lines)
+        hour.records += count
+        if self.sinks:
+            self._for_sinks[1].extend(lines.splitlines(keepends=True))
 
     def _kick(self) -> None:
         if self._timer is not None:
@@ -184,16 +229,19 @@ class RequestLogWriter:
             if self._timer is not None:
                 self._timer.cancel()
                 self._timer = None
+            if self._builder is not None:
+                await self._builder.settle()  # the lines of the calls added so far
             slices = Slices()
             for _ in range(len(self._calls)):  # calls added since the loop's last turn
                 if self._calls:
                     self._take(self._calls.popleft())
                     await slices.turn()
-            records = self._notify()
+            freed = self._notify()
             hours, self._hours = self._hours, {}
             blobs, self._unsent = self._unsent, []
             blobs += await self._blobs(hours, slices)
-            await release(records, slices)
+            for items in freed:
+                await release(items, slices)
             try:
                 if self._spool_pending and self._store_available():
                     await self._replay()
@@ -204,7 +252,7 @@ class RequestLogWriter:
             except Exception:  # never lose what was taken out of the buffer
                 log.exception("request-log flush failed; keeping the batch for the next flush")
                 self._unsent.extend(blobs)
-        pending = len(self._calls) + self._lines
+        pending = self._pending()
         if pending >= self.settings.batch_records:
             self._kick()  # a full batch arrived while this one was written: no waiting
         elif pending and self._timer is None:
@@ -213,6 +261,8 @@ class RequestLogWriter:
     async def aclose(self) -> None:
         """Flush what is buffered (graceful shutdown), then release the store."""
         await asyncio.gather(*list(self._tasks), return_exceptions=True)
+        if self._builder is not None:
+            await self._builder.aclose()  # its calls' lines placed, the child stopped
         await self.flush()
         if self._unsent:
             log.error("%d request-log batches could not be written or spooled", len(self._unsent))
@@ -223,53 +273,61 @@ class RequestLogWriter:
         calls not yet built (built here: only those added since the loop's last turn)."""
         while self._calls:
             self._take(self._calls.popleft())
-        records = self._notify()
+        freed = self._notify()
         self.stats["spilled"] += self._lines
         hours, self._hours = self._hours, {}
-        self._start(self._spill(hours, records))
+        self._start(self._spill(hours, freed))
 
-    async def _spill(self, hours: dict[str, list[bytes]], records: list[dict[str, Any]]) -> None:
+    async def _spill(self, hours: dict[str, _Hour], freed: list[list[Any]]) -> None:
         slices = Slices()
         blobs = await self._blobs(hours, slices)
-        await release(records, slices)
+        for items in freed:
+            await release(items, slices)
         for blob in blobs:
             if not await self._to_spool(blob):
                 self._unsent.append(blob)
 
-    async def _blobs(self, hours: dict[str, list[bytes]], slices: Slices) -> list[Blob]:
+    async def _blobs(self, hours: dict[str, _Hour], slices: Slices) -> list[Blob]:
         """One blob per hour of `received_at`, under its final name. The lines are then freed
         a slice at a time: all at once, 500 take ~0.6 ms of the loop (llmops.slices.release)."""
         blobs = []
-        for hour, lines in hours.items():  # hour is "YYYY-MM-DDTHH"
+        for key, hour in hours.items():  # key is "YYYY-MM-DDTHH"
             self._sequence += 1
-            name = batch_name(hour, self.instance, self._sequence)
-            blobs.append(Blob(name, b"".join(lines), len(lines)))
-        for lines in hours.values():
-            await release(lines, slices)
+            name = batch_name(key, self.instance, self._sequence)
+            blobs.append(Blob(name, b"".join(hour.parts), hour.records))
+        for hour in hours.values():
+            await release(hour.parts, slices)
         return blobs
 
-    def _notify(self) -> list[dict[str, Any]]:
+    def _notify(self) -> list[list[Any]]:
         """Hand the batch's (redacted) records to the sinks: traces, metrics; a `LineSink`
-        also gets their JSON lines. A sink must not block the loop (offload slow work
-        itself), nor keep the lists (copy what it keeps); its failures are logged, never
-        raised. Returns the records, for the caller to free in slices (500 at once: ~0.8 ms
-        of the loop)."""
+        also gets their JSON lines (and no records when the builder process made them: it
+        parses what it needs). A sink must not block the loop (offload slow work itself), nor
+        keep the lists (copy what it keeps); its failures are logged, never raised. Returns
+        the lists, for the caller to free in slices (500 records at once: ~0.8 ms of the
+        loop)."""
         records, lines = self._for_sinks
-        if not records:
-            return records
+        if not lines:
+            return []
         self._for_sinks = ([], [])
+        built: list[dict[str, Any]] | None = records if len(records) == len(lines) else None
+        parsed: list[dict[str, Any]] | None = None
         for sink in self.sinks:
             try:
                 if isinstance(sink, LineSink):
-                    sink.take_lines(records, lines)
+                    sink.take_lines(built, lines)
+                elif built is not None:
+                    sink(built)
                 else:
-                    sink(records)
+                    if parsed is None:  # some lines came from the builder process
+                        parsed = [orjson.loads(line) for line in lines]
+                    sink(parsed)
             except Exception:
                 name = getattr(sink, "__qualname__", type(sink).__name__)
                 if name not in self._failed_sinks:
                     self._failed_sinks.add(name)
                     log.exception("request-log sink %s failed (logged once)", name)
-        return records
+        return [records, lines, parsed or []]
 
     def _record(self, info: CallInfo) -> dict[str, Any]:
         try:
@@ -282,23 +340,7 @@ class RequestLogWriter:
             return self._minimal(info, type(exc).__name__)
 
     def _minimal(self, info: CallInfo, reason: str) -> dict[str, Any]:
-        """The record of a call whose full record could not be built: who, when, what status."""
-        return {
-            "schema": "llmops.request_log",
-            "schema_version": 1,
-            "request_id": info.request_id,
-            "trace_id": info.trace_id,
-            "received_at": iso(info.received_at),
-            "consumer": info.consumer,
-            "model": info.model if isinstance(info.model, str) else None,
-            "status": info.status,
-            "error": {
-                "type": "record_build_failed",
-                "code": reason,
-                "message": "the gateway could not build this record",
-            },
-            "instance": self.instance,
-        }
+        return minimal_record(info, reason, self.instance)
 
     def _store_available(self) -> bool:
         return self._clock() >= self._down_until

@@ -67,22 +67,25 @@ class ProcessTraceSink(QueuedSink):
     def _backlog(self) -> int:
         return self._waiting
 
-    def take_lines(self, records: list[dict[str, Any]], lines: list[bytes]) -> None:
+    def take_lines(self, records: list[dict[str, Any]] | None, lines: list[bytes]) -> None:
         """Queue a batch with the request log's JSON of each record (`LineSink`): its frames
         are joined from those lines, not serialised again. Never blocks, never raises."""
         self._accept(records, lines)
 
-    def _enqueue(self, records: list[dict[str, Any]], lines: list[bytes] | None) -> None:
+    def _enqueue(self, records: list[dict[str, Any]] | None, lines: list[bytes] | None) -> None:
         """Appends and joins only: records without lines are serialised by the writer task,
         in the loop's slices."""
+        count = len(lines) if lines is not None else len(records or ())
         if time.monotonic() < self._down_until:  # the child failed a moment ago
-            self._settle(errors=len(records))
+            self._settle(errors=count)
             return
-        for start in range(0, len(records), FRAME_RECORDS):
-            end = start + FRAME_RECORDS
-            some = records[start:end]
-            self._frames.append((len(some), some if lines is None else _framed(lines[start:end])))
-        self._waiting += len(records)
+        for start in range(0, count, FRAME_RECORDS):
+            end = min(start + FRAME_RECORDS, count)
+            if lines is not None:
+                self._frames.append((end - start, _framed(lines[start:end])))
+            elif records is not None:
+                self._frames.append((end - start, records[start:end]))
+        self._waiting += count
         if self._pump is None or self._pump.done():
             self._pump = asyncio.create_task(self._write())  # on the loop `_accept` runs on
 
@@ -151,11 +154,13 @@ class ProcessTraceSink(QueuedSink):
         config = {**asdict(self.settings), "appinsights_connection_string": None}
         env = {**os.environ, CHILD_SETTINGS: json.dumps(config)}
         # the child imports llmops and its dependencies from where this process does (under
-        # the Functions host, sys.path holds the app's folders; PYTHONPATH does not)
+        # the Functions host, sys.path holds the app's folders; PYTHONPATH does not; -P: not
+        # from the working directory first, which `-m` would otherwise put ahead)
         env["PYTHONPATH"] = os.pathsep.join(p for p in sys.path if p)
         try:
             process = await asyncio.create_subprocess_exec(
                 sys.executable,
+                "-P",
                 "-m",
                 "llmops.tracing.exporter",
                 stdin=asyncio.subprocess.PIPE,

@@ -156,12 +156,19 @@ class QueuedSink:
         """Queue a batch for export: never blocks, never raises."""
         self._accept(records, None)
 
-    def _accept(self, records: list[dict[str, Any]], lines: list[bytes] | None) -> None:
-        """Sample, bound and queue `records` (with their JSON `lines`, when given)."""
+    def _accept(self, records: list[dict[str, Any]] | None, lines: list[bytes] | None) -> None:
+        """Sample, bound and queue `records` (with their JSON `lines`, when given; or only
+        the lines, when the request log's builder process made them)."""
+        if records is None:
+            if lines is None:
+                return
+            if self.settings.sample < 1.0:  # sampling reads the records
+                records = [orjson.loads(line) for line in lines]
+        count = len(records) if records is not None else len(lines or ())
         try:
             loop = asyncio.get_running_loop()
         except RuntimeError:  # the request log always calls on its loop; anything else: refused
-            self.stats["dropped"] += len(records)
+            self.stats["dropped"] += count
             self._log_once("no-loop", "traces handed over outside an event loop: dropped")
             return
         try:
@@ -169,22 +176,26 @@ class QueuedSink:
                 self._loop = loop
                 self._rebind()
             skipped = 0
-            if self.settings.sample < 1.0:
+            if records is not None and self.settings.sample < 1.0:
                 keep = [sampled(r, self.settings.sample) for r in records]
                 kept = [r for r, k in zip(records, keep, strict=True) if k]
                 if lines is not None:
                     lines = [line for line, k in zip(lines, keep, strict=True) if k]
                 skipped, records = len(records) - len(kept), kept
+                count = len(kept)
             room = max(0 if self._closed else self.settings.queue_records - self._backlog(), 0)
-            accepted = records[:room]
-            dropped = len(records) - len(accepted)
-            self.stats["queued"] += len(accepted)
+            accepted = min(room, count)
+            dropped = count - accepted
+            self.stats["queued"] += accepted
             self.stats["dropped"] += dropped
             self.stats["sampled_out"] += skipped
             if dropped:
                 self._log_once("dropped", "trace queue full or closed: %d records dropped", dropped)
             if accepted:
-                self._enqueue(accepted, None if lines is None else lines[:room])
+                self._enqueue(
+                    None if records is None else records[:room],
+                    None if lines is None else lines[:room],
+                )
         except Exception:  # a sink must never raise into the request log
             self._log_once("queue", "could not queue traces", exc_info=True)
 
@@ -207,7 +218,8 @@ class QueuedSink:
     def _backlog(self) -> int:
         raise NotImplementedError
 
-    def _enqueue(self, records: list[dict[str, Any]], lines: list[bytes] | None) -> None:
+    def _enqueue(self, records: list[dict[str, Any]] | None, lines: list[bytes] | None) -> None:
+        """Take `records` (None: only their `lines` came), at least one of the two given."""
         raise NotImplementedError
 
     def _rebind(self) -> None:
@@ -255,8 +267,8 @@ class OtlpTraceSink(QueuedSink):
     def _backlog(self) -> int:
         return len(self._pending)
 
-    def _enqueue(self, records: list[dict[str, Any]], lines: list[bytes] | None) -> None:
-        self._pending.extend(records)
+    def _enqueue(self, records: list[dict[str, Any]] | None, lines: list[bytes] | None) -> None:
+        self._pending.extend(records if records is not None else map(orjson.loads, lines or ()))
         if self._task is None or self._task.done():
             self._task = asyncio.create_task(self._run())  # on the loop `_accept` runs on
 

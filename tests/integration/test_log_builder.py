@@ -1,0 +1,246 @@
+"""Records built in the builder process (LLMOPS_LOG_PROCESS): the same lines as built in the
+gateway's process, and no record lost or doubled when the child fails, stalls or cannot start."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+
+from llmops.gateway.service import Attempt, CallInfo
+from llmops.logs.builder import decode, encode
+from llmops.logs.record import build_record
+from llmops.logs.store import LocalStore
+from llmops.logs.writer import RequestLogWriter
+from llmops.redact import Redactor
+from llmops.settings import LogSettings
+from tests.integration.test_log_writer import call, settings, stored_ids
+
+pytestmark = pytest.mark.integration
+
+
+def varied(n: int) -> CallInfo:
+    """Calls of every shape the record reads: errors, streams, retries, secrets, registry."""
+    info = call(n)
+    info.received_at = 1_795_000_000.123456 + n * 0.37
+    info.request_body = {
+        "model": "gpt-4o",
+        "temperature": 0.2,
+        "messages": [
+            {"role": "system", "content": "Mail bob@example.com or call +44 20 7946 0958."},
+            {"role": "user", "content": f"card 4111 1111 1111 1111, question {n} é ✓"},
+        ],
+        "api_key": "sk-not-a-real-key-000000000000",
+    }
+    if n % 4 == 1:  # a stream with usage in its last chunk
+        info.stream = True
+        info.response_body = b""
+        info.chunks = [
+            b'data: {"choices":[{"index":0,"delta":{"role":"assistant","content":"He"}}]}\n\n',
+            b'data: {"choices":[{"index":0,"delta":{"content":"llo"},"finish_reason":"stop"}],'
+            b'"usage":{"prompt_tokens":5,"completion_tokens":2,"total_tokens":7}}\n\n',
+            b"data: [DONE]\n\n",
+        ]
+    elif n % 4 == 2:  # a failure after a retry and a fallback
+        info.attempts = [Attempt("gpt-4o", 429, None, 0.5), Attempt("gpt-4o-b", None, "timeout")]
+        info.status, info.response_body = 504, b""
+        info.error = {"type": "upstream_error", "code": "timeout", "message": "no answer"}
+    elif n % 4 == 3:  # an answer that is not JSON, from a registry-served deployment
+        info.response_body = b"<html>bad gateway</html>"
+        info.registry = {"name": "support-bot", "version": "3", "alias": "champion"}
+    return info
+
+
+async def started_writer(tmp_path: Path, **overrides: Any) -> tuple[RequestLogWriter, LocalStore]:
+    store = LocalStore(tmp_path / "store", "request-logs")
+    writer = RequestLogWriter(
+        settings(tmp_path, process=True, **overrides), store, Redactor(), instance="test-1"
+    )
+    return writer, store
+
+
+def lines_in(store: LocalStore) -> list[bytes]:
+    return sorted(
+        line
+        for path in store.root.rglob("*.jsonl")
+        for line in path.read_bytes().splitlines(keepends=True)
+    )
+
+
+def test_a_call_survives_encoding() -> None:
+    for n in range(8):
+        info = varied(n)
+        again = decode(orjson.loads(orjson.dumps(encode(info))))
+        expected = build_record(info, Redactor(), content=True, instance="i")
+        assert build_record(again, Redactor(), content=True, instance="i") == expected
+
+
+async def test_the_child_writes_the_lines_the_gateway_would_have(tmp_path: Path) -> None:
+    calls = [varied(n) for n in range(40)]
+    writer, store = await started_writer(tmp_path)
+    for info in calls:
+        writer.add(info)
+    await writer.aclose()
+    assert writer._builder is not None and writer._builder._child is None  # stopped
+    here = sorted(
+        orjson.dumps(
+            build_record(info, Redactor(), content=True, instance="test-1"),
+            option=orjson.OPT_APPEND_NEWLINE,
+        )
+        for info in calls
+    )
+    assert lines_in(store) == here
+    # and none of them was built in this process: the child answered every call
+    assert writer.stats["build_failures"] == 0
+    assert writer.stats["written"] == 40
+    text = b"".join(here).decode()
+    assert "bob@example.com" not in text and "4111 1111" not in text and "sk-not" not in text
+
+
+async def test_lines_of_two_hours_land_in_two_blobs(tmp_path: Path) -> None:
+    first, second = call(1), call(2)
+    first.received_at = 1_795_003_199.9  # the last moment of an hour
+    second.received_at = 1_795_003_200.1  # the first of the next
+    writer, store = await started_writer(tmp_path)
+    writer.add(first)
+    writer.add(second)
+    await writer.aclose()
+    hours = sorted(p.parent.name for p in store.root.rglob("*.jsonl"))
+    assert len(hours) == 2 and hours[0] != hours[1]
+
+
+async def test_a_flush_waits_for_the_childs_lines(tmp_path: Path) -> None:
+    writer, store = await started_writer(tmp_path, flush_s=60)
+    for n in range(30):
+        writer.add(call(n))
+    await writer.flush()  # the Functions host's end-of-invocation flush
+    assert await stored_ids(store) == [f"req-{n:05d}" for n in range(30)]
+    await writer.aclose()
+
+
+async def test_a_child_killed_mid_run_loses_and_doubles_nothing(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    writer, store = await started_writer(tmp_path)
+    for n in range(300):
+        writer.add(call(n))
+        if n % 50 == 0:
+            await asyncio.sleep(0.01)
+        if n == 150:
+            child = writer._builder._child if writer._builder else None
+            assert child is not None
+            os.kill(child.process.pid, signal.SIGKILL)
+    await asyncio.sleep(0.2)
+    for n in range(300, 400):
+        writer.add(call(n))
+    await writer.aclose()
+    assert await stored_ids(store) == [f"req-{n:05d}" for n in range(400)]
+    assert "request-log builder exited" in caplog.text
+
+
+async def test_a_child_that_stalls_is_replaced_by_building_here(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    writer, store = await started_writer(tmp_path, flush_s=60)
+    writer.add(call(0))
+    await writer.flush()  # starts the child, which answers
+    child = writer._builder._child if writer._builder else None
+    assert child is not None
+    process = child.process
+    os.kill(process.pid, signal.SIGSTOP)  # alive, and answers nothing
+    try:
+        for n in range(1, 20):
+            writer.add(call(n))
+        assert writer._builder is not None
+        started = time.monotonic()
+        await writer._builder.settle(0.3)  # what a flush does, with a shorter patience
+        assert time.monotonic() - started < 2
+        assert process.wait(5) == -signal.SIGKILL  # stopped, so it cannot answer late
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(process.pid, signal.SIGCONT)
+    await writer.aclose()
+    assert await stored_ids(store) == [f"req-{n:05d}" for n in range(20)]
+    assert "did not answer" in caplog.text
+
+
+async def test_a_child_that_cannot_start_costs_no_record(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(sys, "executable", str(tmp_path / "no-such-python"))
+    caplog.set_level(logging.WARNING)
+    writer, store = await started_writer(tmp_path)
+    for n in range(25):
+        writer.add(call(n))
+    await writer.aclose()
+    assert await stored_ids(store) == [f"req-{n:05d}" for n in range(25)]
+    assert "could not start the request-log builder" in caplog.text
+
+
+async def test_a_garbled_answer_stops_the_child_and_keeps_its_calls(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # a "child" that answers every frame with a header claiming more calls than it got
+    fake = tmp_path / "garbling.py"
+    fake.write_text(
+        "import sys, json\n"
+        "while True:\n"
+        "    head = sys.stdin.buffer.read(4)\n"
+        "    if len(head) < 4: break\n"
+        "    sys.stdin.buffer.read(int.from_bytes(head, 'big'))\n"
+        "    h = json.dumps({'calls': 999, 'failures': 0, 'groups': []}).encode()\n"
+        "    body = len(h).to_bytes(4, 'big') + h\n"
+        "    sys.stdout.buffer.write(len(body).to_bytes(4, 'big') + body)\n"
+        "    sys.stdout.buffer.flush()\n"
+    )
+    real = subprocess.Popen
+
+    def garbling(argv: list[str], **kwargs: Any) -> Any:
+        if argv[-2:] == ["-m", "llmops.logs.builder"]:
+            argv = [argv[0], str(fake)]
+        return real(argv, **kwargs)
+
+    monkeypatch.setattr(subprocess, "Popen", garbling)
+    writer, store = await started_writer(tmp_path)
+    for n in range(10):
+        writer.add(call(n))
+    await writer.aclose()
+    assert await stored_ids(store) == [f"req-{n:05d}" for n in range(10)]
+    assert "answered ValueError" in caplog.text
+
+
+async def test_the_builder_follows_the_redactors_mode_and_content_setting(
+    tmp_path: Path,
+) -> None:
+    store = LocalStore(tmp_path / "store", "request-logs")
+    redactor = Redactor(mode="hash", salt=b"pepper", extra={"ticket": r"TICKET-\d+"})
+    writer = RequestLogWriter(
+        settings(tmp_path, process=True, content=False), store, redactor, instance="i"
+    )
+    info = varied(0)
+    info.request_body = {**(info.request_body or {}), "user": "TICKET-42"}
+    writer.add(info)
+    await writer.aclose()
+    (line,) = lines_in(store)
+    assert line == orjson.dumps(
+        build_record(info, redactor, content=False, instance="i"),
+        option=orjson.OPT_APPEND_NEWLINE,
+    )
+    request = json.loads(line)["request"]
+    assert "messages" not in request and "user" not in request["params"]
+
+
+def test_the_process_setting_is_on_unless_turned_off() -> None:
+    assert LogSettings.from_env({}).process is True
+    assert LogSettings.from_env({"LLMOPS_LOG_PROCESS": "off"}).process is False
