@@ -18,7 +18,9 @@ instructions / calls. The sides:
 - **floor**: `floor_proxy.py` (uvicorn + Starlette + aiohttp, forwarding the raw body);
 - **gateway**: `llmops serve`, request log off;
 - **gateway+log**: the same with the request log on, writing JSON Lines to a temp folder, and
-  traces on, sent over OTLP to nginx (standing in for an MLflow server).
+  traces on, sent over OTLP to nginx (standing in for an MLflow server). Only the gateway's
+  own process is counted: its children (the record builder, `LLMOPS_LOG_PROCESS`, and the
+  trace exporter) are not; `gateway_overhead.py`'s CPU per request includes them.
   Batches are cut by size only (`LLMOPS_LOG_FLUSH_S=60`, 500 records a batch), so that
   valgrind's slowdown does not change how many records a batch holds.
 

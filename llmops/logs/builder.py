@@ -4,9 +4,12 @@ Building a record (parsing the answer, estimating usage, redacting, serialising)
 instructions per small chat call here, ~18% of what the gateway spends on the call itself
 (bench/instructions.py); at concurrency 64 it was most of what the request log cost the loop
 (docs/benchmarks.md, session 10). With `LLMOPS_LOG_PROCESS=on` (the default) the writer hands
-each call to a child (`python -m llmops.logs.builder`) as a flat JSON array (~12,000
-instructions), and the child sends the JSON lines back, grouped by hour. Everything else (the
-buffer, batches, uploads, the spool, the sinks) stays in the writer, in the gateway's process.
+each call to a child (`python -m llmops.logs.builder`): at the loop's next turn the call is
+encoded as a flat JSON array (~12,000 instructions), and frames of up to `FRAME_CALLS` calls
+go to the child when full or `LINGER_S` after their first call (a flush sends at once), so
+that at low traffic the child is not woken for every call. The child sends the JSON lines
+back, grouped by hour. Everything else (the buffer, batches, uploads, the spool, the sinks)
+stays in the writer, in the gateway's process.
 
 Protocol: frames of a 4-byte big-endian length and a body, both ways. The parent sends a JSON
 array of calls (`encode`). The child answers every frame, in order, with a body of a 4-byte
@@ -48,6 +51,8 @@ log = logging.getLogger("llmops.logs")
 BUILDER_SETTINGS = "LLMOPS_LOG_BUILDER"
 DOWN_S = 30.0  # after the child failed, calls are built in the gateway's process this long
 SETTLE_S = 5.0  # a flush waits this long for the child's answers before building them here
+FRAME_CALLS = 64  # calls per frame, at most: one pipe write, one wake-up of the child each
+LINGER_S = 0.05  # and a frame waits this long for more calls (a flush sends it at once)
 MAX_UNANSWERED = 5_000  # calls handed over and not answered: beyond, the child is stuck
 STOP_S = 5.0  # a closing child may take this long to answer and exit before it is killed
 
@@ -222,7 +227,10 @@ class ProcessBuilder:
         self._place = place
         self._build_here = build_here
         self._stats = stats
-        self._outbox: list[CallInfo] = []  # added this turn of the loop, not yet sent
+        self._outbox: deque[CallInfo] = deque()  # handed over, not yet encoded
+        self._framed: list[CallInfo] = []  # encoded into `_frame`, not yet sent
+        self._frame: list[bytes] = []
+        self._linger: asyncio.TimerHandle | None = None
         self._sent: deque[CallInfo] = deque()  # sent to the running child, not answered
         self._child: _Child | None = None
         self._answered = asyncio.Event()
@@ -235,18 +243,17 @@ class ProcessBuilder:
 
     def pending(self) -> int:
         """Calls handed over whose lines are not back yet."""
-        return len(self._outbox) + len(self._sent)
+        return len(self._outbox) + len(self._framed) + len(self._sent)
 
     # --- handing calls over -----------------------------------------------------------------
     def submit(self, info: CallInfo) -> None:
-        """Hand one call over, at the loop's next turn with the others of this turn. O(1)."""
+        """Hand one call over: encoded at the loop's next turn, sent with its frame. O(1)."""
         loop = asyncio.get_running_loop()
         if loop is not self._loop:
             self._bind(loop)
-        if not self._outbox:
-            loop.call_soon(self._send)
         self._outbox.append(info)
         self._handed += 1
+        loop.call_soon(self._encode_next)
 
     def _bind(self, loop: asyncio.AbstractEventLoop) -> None:
         """Work on `loop` from now on. A child started on another loop (a finished one: each
@@ -254,41 +261,51 @@ class ProcessBuilder:
         answers for them was placed, so none is built twice)."""
         old, self._loop = self._loop, loop
         self._answered = asyncio.Event()
+        self._linger = None  # a timer of the old loop
         if old is not None and self._child is not None:
             child, self._child = self._child, None
             child.stop()
             self._reclaim()
-        if self._outbox:  # their `_send` was due on the old loop
+        for _ in self._outbox:  # their turns were due on the old loop
+            loop.call_soon(self._encode_next)
+        if self._framed:
             loop.call_soon(self._send)
 
+    def _encode_next(self) -> None:
+        if self._outbox:  # a flush may have taken it already
+            self._encode(self._outbox.popleft())
+
+    def _encode(self, info: CallInfo) -> None:
+        """Add one call to the frame being gathered, which goes when it holds FRAME_CALLS
+        calls or LINGER_S after its first (a flush sends it at once)."""
+        try:
+            self._frame.append(orjson.dumps(encode(info)))
+        except Exception:  # a value orjson refuses (nested too deep): built here, not lost
+            self._here(info)
+            return
+        self._framed.append(info)
+        if len(self._framed) >= FRAME_CALLS:
+            self._send()
+        elif self._linger is None and self._loop is not None:
+            self._linger = self._loop.call_later(LINGER_S, self._send)
+
     def _send(self) -> None:
-        """Encode the calls of this turn into one frame and write it to the child (started
-        first when needed); while the child is down, build them here."""
-        calls, self._outbox = self._outbox, []
+        """Write the gathered frame to the child (started first when needed); while the
+        child is down, build its calls here."""
+        if self._linger is not None:
+            self._linger.cancel()
+            self._linger = None
+        calls, parts = self._framed, self._frame
         if not calls:
             return
+        self._framed, self._frame = [], []
         child = self._child or self._start()
         if child is None:
             for info in calls:
                 self._here(info)
             return
-        sent, frame = [], []
-        for info in calls:
-            try:
-                frame.append(encode(info))
-            except Exception:  # a value `encode` cannot take: built here, not lost
-                self._here(info)
-            else:
-                sent.append(info)
-        try:
-            body = orjson.dumps(frame)
-        except (TypeError, orjson.JSONEncodeError):  # a body orjson refuses (nested too deep)
-            for info in sent:
-                self._here(info)
-            return
-        if not sent:
-            return
-        self._sent.extend(sent)
+        body = b"[" + b",".join(parts) + b"]"
+        self._sent.extend(calls)
         self._write(child, len(body).to_bytes(4, "big") + body)
         if len(self._sent) > MAX_UNANSWERED:
             self._fail("stuck", "the request-log builder fell %d calls behind", len(self._sent))
@@ -306,6 +323,8 @@ class ProcessBuilder:
             self._bind(loop)
         target = self._handed
         deadline = time.monotonic() + within_s
+        while self._outbox:
+            self._encode(self._outbox.popleft())
         self._send()
         while self._done < target:
             left = deadline - time.monotonic()

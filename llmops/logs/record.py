@@ -1,8 +1,9 @@
 """The request-log record: what one call leaves behind (schema: docs/request-log.md).
 
-Built off the request path, when a batch is flushed: the hot path only keeps references to
-what it already has (the parsed request, the upstream's bytes, the stream's chunks) and the
-parsing of the answer, usage estimates and redaction happen here, in batches.
+Built off the request path, after the call (in the builder process, llmops/logs/builder.py,
+or on the event loop): the hot path only keeps references to what it already has (the parsed
+request, the upstream's bytes, the stream's chunks), and the parsing of the answer, usage
+estimates and redaction happen here.
 """
 
 from __future__ import annotations

@@ -8,13 +8,13 @@ Exactly once holds because each batch's blob name (`<instance>-<seq>`) is fixed 
 first attempt: a retry, a timed-out upload that did land, or a replay from the spool all
 overwrite the same blob. `add()` never blocks, never raises and never waits for I/O.
 
-Everything runs on the event loop that serves the calls: measured, a background thread that
-serialises records costs more throughput than work between requests (the GIL is shared with
-the loop). Each call's record is built and serialised in its own callback at the loop's next
-turn after `add()` (~0.04 ms here), when its response has gone out: a call waits behind at
-most one other call's record, never behind a batch. A flush only joins the lines built so far
-and uploads them; what it builds or frees itself (calls added since the last turn, the lines
-it wrote) goes in slices that yield to the loop (llmops/slices.py).
+Each call's record is built and serialised at the loop's next turn after `add()`, when its
+response has gone out: by default in a child process (llmops/logs/builder.py,
+`LLMOPS_LOG_PROCESS`), which sends the JSON lines back, else on the event loop in a callback
+of its own (~0.04 ms here; a background thread would hold the GIL the loop needs), so a call
+waits behind at most one other call's record, never behind a batch. A flush waits for the
+lines of the calls added before it, joins them and uploads them; what it builds or frees
+itself goes in slices that yield to the loop (llmops/slices.py).
 """
 
 from __future__ import annotations

@@ -618,21 +618,25 @@ def finished(n: int) -> CallInfo:
     return info
 
 
+@pytest.mark.parametrize("built_in_child", [False, True], ids=["built-here", "built-in-child"])
 async def test_the_child_traces_the_request_logs_own_lines_sampled_with_their_records(
-    fake_mlflow: FakeMlflow, tmp_path: Path
+    fake_mlflow: FakeMlflow, tmp_path: Path, built_in_child: bool
 ) -> None:
+    """Also when the records were built by the builder process: the sink then gets only the
+    lines, and parses them to sample."""
     settings = TraceSettings(
         tracking_uri=fake_mlflow.url, experiment_name="otlp-tests", export="otlp", sample=0.5
     )
     sink = ProcessTraceSink(settings)
-    logs = LogSettings(spool_dir=str(tmp_path / "spool"), flush_s=0.02)
+    logs = LogSettings(spool_dir=str(tmp_path / "spool"), flush_s=0.02, process=built_in_child)
     store = LocalStore(tmp_path / "store", logs.container)
     writer = RequestLogWriter(logs, store, Redactor(), sinks=[sink])
-    handed: list[tuple[list[dict[str, Any]], list[bytes]]] = []
+    handed: list[tuple[list[dict[str, Any]] | None, list[bytes]]] = []
     take = sink.take_lines
 
-    def spied(records: list[dict[str, Any]], lines: list[bytes]) -> None:
-        handed.append((list(records), list(lines)))  # the writer empties its lists next
+    def spied(records: list[dict[str, Any]] | None, lines: list[bytes]) -> None:
+        # the writer empties its lists next
+        handed.append((None if records is None else list(records), list(lines)))
         take(records, lines)
 
     sink.take_lines = spied  # type: ignore[method-assign]
@@ -646,10 +650,14 @@ async def test_the_child_traces_the_request_logs_own_lines_sampled_with_their_re
         for line in (await store.get(name)).splitlines()
     ]
     assert len(stored) == 80
-    # the sink got the very lines the log stored, in the order of their records
-    assert [orjson.loads(line) for _, lines in handed for line in lines] == [
-        record for records, _ in handed for record in records
-    ]
+    # the sink got the very lines the log stored, in the order of their records (when the
+    # records were built here; none, when the builder process made the lines)
+    if built_in_child:
+        assert all(records is None for records, _ in handed)
+    else:
+        assert [orjson.loads(line) for _, lines in handed for line in lines] == [
+            record for records, _ in handed for record in records or []
+        ]
     assert sorted(line for _, lines in handed for line in lines) == sorted(
         orjson.dumps(r, option=orjson.OPT_APPEND_NEWLINE) for r in stored
     )
