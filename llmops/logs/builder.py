@@ -214,7 +214,7 @@ class ProcessBuilder:
         content: bool,
         instance: str,
         place: Place,
-        build_here: Callable[[CallInfo], None],
+        build_here: Callable[[CallInfo], None],  # on the loop, at a turn of its own
         stats: dict[str, int],
     ) -> None:
         self._config = {
@@ -315,9 +315,9 @@ class ProcessBuilder:
         self._done += 1
 
     async def settle(self, within_s: float = SETTLE_S) -> None:
-        """Wait until every call handed over before this point has its line placed (calls
-        handed over meanwhile are not waited for); what the child has not answered within
-        `within_s`, or when it fails, is built here."""
+        """Wait until every call handed over before this point has its line placed, or is
+        handed back to be built here (calls handed over meanwhile are not waited for): what
+        the child has not answered within `within_s`, or when it fails."""
         loop = asyncio.get_running_loop()
         if loop is not self._loop:
             self._bind(loop)

@@ -137,7 +137,7 @@ class RequestLogWriter:
                 content=settings.content,
                 instance=self.instance,
                 place=self._place,
-                build_here=self._take,
+                build_here=self._queue,
                 stats=self.stats,
             )
 
@@ -177,6 +177,12 @@ class RequestLogWriter:
             self._kick()
         elif self._timer is None:
             self._timer = loop.call_later(self.settings.flush_s, self._kick)
+
+    def _queue(self, info: CallInfo) -> None:
+        """Build a call's record here, at a turn of its own (the builder process's calls when
+        it is down: thousands may come back at once)."""
+        self._calls.append(info)
+        asyncio.get_running_loop().call_soon(self._build_next)
 
     def _build_next(self) -> None:
         if self._calls:  # a flush or a spill may have built it already

@@ -19,6 +19,7 @@ import orjson
 import pytest
 
 from llmops.gateway.service import Attempt, CallInfo
+from llmops.logs import builder
 from llmops.logs.builder import decode, encode
 from llmops.logs.record import build_record
 from llmops.logs.store import LocalStore
@@ -244,3 +245,39 @@ async def test_the_builder_follows_the_redactors_mode_and_content_setting(
 def test_the_process_setting_is_on_unless_turned_off() -> None:
     assert LogSettings.from_env({}).process is True
     assert LogSettings.from_env({"LLMOPS_LOG_PROCESS": "off"}).process is False
+
+
+async def test_a_child_that_falls_too_far_behind_is_stopped_and_its_calls_built_here(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(builder, "MAX_UNANSWERED", 100)
+    monkeypatch.setattr(builder, "FRAME_CALLS", 10)
+    writer, store = await started_writer(tmp_path, flush_s=60)
+    writer.add(call(0))
+    await writer.flush()  # starts the child, which answers
+    child = writer._builder._child if writer._builder else None
+    assert child is not None
+    os.kill(child.process.pid, signal.SIGSTOP)  # alive, and answers nothing
+    handed_back: list[int] = []
+    fail = writer._builder._fail if writer._builder else None
+    assert fail is not None
+
+    def spied(key: str, message: str, *args: object) -> None:
+        fail(key, message, *args)
+        handed_back.append(len(writer._calls))  # queued to be built here, not built yet
+
+    writer._builder._fail = spied  # type: ignore[union-attr, method-assign]
+    try:
+        for n in range(1, 150):
+            writer.add(call(n))
+            await asyncio.sleep(0)
+        assert child.process.wait(5) == -signal.SIGKILL  # stopped once 100 were unanswered
+        assert writer._builder is not None and writer._builder._child is None
+        # the calls it had are built here, a turn each, not all in the failing callback
+        assert handed_back and handed_back[0] > 100
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(child.process.pid, signal.SIGCONT)
+    await writer.aclose()
+    assert await stored_ids(store) == [f"req-{n:05d}" for n in range(150)]
+    assert "calls behind" in caplog.text
