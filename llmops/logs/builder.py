@@ -78,8 +78,10 @@ def encode(info: CallInfo) -> list[Any]:
         info.request_body,
         info.status,
         info.error,
-        info.response_body.decode("utf-8", "replace") if info.response_body else "",
-        b"".join(chunks).decode("utf-8", "replace") if chunks else "",
+        # strict: an answer that is not UTF-8 raises, and its call is built in the gateway,
+        # where the record reads the raw bytes (a replaced character could make it parse)
+        info.response_body.decode() if info.response_body else "",
+        b"".join(chunks).decode() if chunks else "",
         info.first_byte,
         info.done,
         info.registry,
@@ -120,12 +122,20 @@ def decode(fields: list[Any]) -> CallInfo:
 
 
 def build_lines(
-    calls: list[list[Any]], redactor: Redactor, *, content: bool, instance: str
+    calls: list[list[Any]],
+    redactor: Redactor,
+    *,
+    content: bool,
+    instance: str,
+    between: Callable[[], None] | None = None,
 ) -> bytes:
-    """The answer to one frame of calls (see the module docstring)."""
+    """The answer to one frame of calls (see the module docstring); `between` runs after
+    each record (the child offers the CPU there)."""
     groups: dict[str, list[bytes]] = {}
     failures = 0
     for fields in calls:
+        if between is not None:
+            between()
         try:
             info = decode(fields)
         except Exception:  # a frame this version did not write: not expected
@@ -227,11 +237,12 @@ class ProcessBuilder:
         self._place = place
         self._build_here = build_here
         self._stats = stats
-        self._outbox: deque[CallInfo] = deque()  # handed over, not yet encoded
-        self._framed: list[CallInfo] = []  # encoded into `_frame`, not yet sent
+        # each call with its number in handing order, as it goes through the three stages
+        self._outbox: deque[tuple[int, CallInfo]] = deque()  # handed over, not yet encoded
+        self._framed: list[tuple[int, CallInfo]] = []  # encoded into `_frame`, not yet sent
         self._frame: list[bytes] = []
         self._linger: asyncio.TimerHandle | None = None
-        self._sent: deque[CallInfo] = deque()  # sent to the running child, not answered
+        self._sent: deque[tuple[int, CallInfo]] = deque()  # sent to the child, not answered
         self._child: _Child | None = None
         self._answered = asyncio.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -239,7 +250,6 @@ class ProcessBuilder:
         self._logged: set[str] = set()
         self._closed = False
         self._handed = 0  # calls handed over so far
-        self._done = 0  # of which placed: answered by the child or built here
 
     def pending(self) -> int:
         """Calls handed over whose lines are not back yet."""
@@ -251,7 +261,7 @@ class ProcessBuilder:
         loop = asyncio.get_running_loop()
         if loop is not self._loop:
             self._bind(loop)
-        self._outbox.append(info)
+        self._outbox.append((self._handed, info))
         self._handed += 1
         loop.call_soon(self._encode_next)
 
@@ -273,17 +283,17 @@ class ProcessBuilder:
 
     def _encode_next(self) -> None:
         if self._outbox:  # a flush may have taken it already
-            self._encode(self._outbox.popleft())
+            self._encode(*self._outbox.popleft())
 
-    def _encode(self, info: CallInfo) -> None:
+    def _encode(self, number: int, info: CallInfo) -> None:
         """Add one call to the frame being gathered, which goes when it holds FRAME_CALLS
         calls or LINGER_S after its first (a flush sends it at once)."""
         try:
             self._frame.append(orjson.dumps(encode(info)))
-        except Exception:  # a value orjson refuses (nested too deep): built here, not lost
+        except Exception:  # a value orjson refuses, an answer not UTF-8: built here
             self._here(info)
             return
-        self._framed.append(info)
+        self._framed.append((number, info))
         if len(self._framed) >= FRAME_CALLS:
             self._send()
         elif self._linger is None and self._loop is not None:
@@ -301,7 +311,7 @@ class ProcessBuilder:
         self._framed, self._frame = [], []
         child = self._child or self._start()
         if child is None:
-            for info in calls:
+            for _, info in calls:
                 self._here(info)
             return
         body = b"[" + b",".join(parts) + b"]"
@@ -312,7 +322,14 @@ class ProcessBuilder:
 
     def _here(self, info: CallInfo) -> None:
         self._build_here(info)
-        self._done += 1
+
+    def _oldest(self) -> int:
+        """The number of the oldest call not yet placed nor handed back (the stages are in
+        handing order: sent, then framed, then in the outbox)."""
+        for stage in (self._sent, self._framed, self._outbox):
+            if stage:
+                return stage[0][0]
+        return self._handed
 
     async def settle(self, within_s: float = SETTLE_S) -> None:
         """Wait until every call handed over before this point has its line placed, or is
@@ -324,9 +341,9 @@ class ProcessBuilder:
         target = self._handed
         deadline = time.monotonic() + within_s
         while self._outbox:
-            self._encode(self._outbox.popleft())
+            self._encode(*self._outbox.popleft())
         self._send()
-        while self._done < target:
+        while self._oldest() < target:
             left = deadline - time.monotonic()
             if left <= 0:
                 self._fail("slow", "the request-log builder did not answer in %.1f s", within_s)
@@ -363,14 +380,21 @@ class ProcessBuilder:
         # -P: not from the working directory first, which `-m` would otherwise put ahead)
         env["PYTHONPATH"] = os.pathsep.join(p for p in sys.path if p)
         argv = [sys.executable, "-P", "-m", "llmops.logs.builder"]
+        process = None
         try:
             process = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env)
-        except OSError as exc:
+            child = _Child(process, self._loop)
+            self._loop.add_reader(child.stdout, self._readable, child)
+        except Exception as exc:  # OSError mostly; anything else must not lose the frame
+            if process is not None:
+                with contextlib.suppress(Exception):
+                    process.kill()
+                    process.stdin and process.stdin.close()
+                    process.stdout and process.stdout.close()
             self._down_until = time.monotonic() + DOWN_S
             self._log_once("start", "could not start the request-log builder: %s", exc)
             return None
-        child = self._child = _Child(process, self._loop)
-        self._loop.add_reader(child.stdout, self._readable, child)
+        self._child = child
         return child
 
     def _write(self, child: _Child, data: bytes) -> None:
@@ -428,9 +452,8 @@ class ProcessBuilder:
                 child.stop()
             else:
                 return
-        # its output ended (it exited, or was stopped)
-        with contextlib.suppress(Exception):
-            child.loop.remove_reader(child.stdout)
+        # its output ended (it exited, or was stopped): let go of both pipes
+        child.stop()
         child.ended.set()
         if self._child is child:
             self._child = None
@@ -445,13 +468,12 @@ class ProcessBuilder:
                     len(self._sent),
                     DOWN_S,
                 )
-            child.close_pipes()
             self._reclaim()
 
     def _reclaim(self) -> None:
         """Build here the calls a child that answers nothing more was sent."""
         while self._sent:
-            self._here(self._sent.popleft())
+            self._here(self._sent.popleft()[1])
         self._answered.set()
 
     def _take(self, body: bytes) -> None:
@@ -471,7 +493,6 @@ class ProcessBuilder:
             self._place(hour, lines, count)
         for _ in range(calls):
             self._sent.popleft()
-        self._done += calls
         self._stats["build_failures"] += int(header["failures"])
         self._answered.set()
 
@@ -501,13 +522,19 @@ def main() -> None:
         mode=config["mode"], salt=bytes.fromhex(config["salt"]), extra=config["extra"]
     )
     content, instance = bool(config["content"]), str(config["instance"])
+    # A frame is up to 64 records (~4 ms of CPU here): after each, offer the CPU, so that a
+    # gateway woken on this CPU does not wait for the rest (docs/decisions.md, session 7).
+    between = getattr(os, "sched_yield", None)
     source, sink = sys.stdin.buffer, sys.stdout.buffer
     while True:
         head = source.read(4)
         if len(head) < 4:
             return  # stdin closed: the gateway is stopping
         body = source.read(int.from_bytes(head, "big"))
-        sink.write(build_lines(orjson.loads(body), redactor, content=content, instance=instance))
+        calls = orjson.loads(body)
+        sink.write(
+            build_lines(calls, redactor, content=content, instance=instance, between=between)
+        )
         sink.flush()
 
 

@@ -281,3 +281,20 @@ async def test_a_child_that_falls_too_far_behind_is_stopped_and_its_calls_built_
     await writer.aclose()
     assert await stored_ids(store) == [f"req-{n:05d}" for n in range(150)]
     assert "calls behind" in caplog.text
+
+
+async def test_an_answer_that_is_not_utf8_is_built_here_as_it_would_have_been(
+    tmp_path: Path,
+) -> None:
+    info = call(7)
+    info.response_body = b'{"choices": [{"index": 0, "message": {"content": "caf\xe9"}}]}'
+    writer, store = await started_writer(tmp_path)
+    writer.add(info)
+    writer.add(call(8))  # and the next call still goes to the child
+    await writer.aclose()
+    here = orjson.dumps(
+        build_record(info, Redactor(), content=True, instance="test-1"),
+        option=orjson.OPT_APPEND_NEWLINE,
+    )
+    assert here in lines_in(store)
+    assert await stored_ids(store) == ["req-00007", "req-00008"]
