@@ -71,6 +71,14 @@ async def started_writer(tmp_path: Path, **overrides: Any) -> tuple[RequestLogWr
     return writer, store
 
 
+async def each_call_written_once(writer: RequestLogWriter, store: LocalStore, count: int) -> None:
+    """Add `count` calls, close the writer, and check that each is in the store once."""
+    for n in range(count):
+        writer.add(call(n))
+    await writer.aclose()
+    assert await stored_ids(store) == [f"req-{n:05d}" for n in range(count)]
+
+
 def lines_in(store: LocalStore) -> list[bytes]:
     return sorted(
         line
@@ -182,10 +190,7 @@ async def test_a_child_that_cannot_start_costs_no_record(
     monkeypatch.setattr(sys, "executable", str(tmp_path / "no-such-python"))
     caplog.set_level(logging.WARNING)
     writer, store = await started_writer(tmp_path)
-    for n in range(25):
-        writer.add(call(n))
-    await writer.aclose()
-    assert await stored_ids(store) == [f"req-{n:05d}" for n in range(25)]
+    await each_call_written_once(writer, store, 25)
     assert "could not start the request-log builder" in caplog.text
 
 
@@ -214,10 +219,7 @@ async def test_a_garbled_answer_stops_the_child_and_keeps_its_calls(
 
     monkeypatch.setattr(subprocess, "Popen", garbling)
     writer, store = await started_writer(tmp_path)
-    for n in range(10):
-        writer.add(call(n))
-    await writer.aclose()
-    assert await stored_ids(store) == [f"req-{n:05d}" for n in range(10)]
+    await each_call_written_once(writer, store, 10)
     assert "answered ValueError" in caplog.text
 
 
