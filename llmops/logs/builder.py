@@ -41,6 +41,7 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
+from llmops.child import child_command
 from llmops.logs.record import build_record, minimal_record
 
 if TYPE_CHECKING:
@@ -196,18 +197,23 @@ class _Child:
 
     def stop(self) -> None:
         """Kill it and let go of its pipes (on a finished loop too)."""
-        with contextlib.suppress(Exception):
-            self.loop.remove_reader(self.stdout)
-            self.loop.remove_writer(self.stdin)
-        with contextlib.suppress(ProcessLookupError):
-            self.process.kill()
-        self.close_pipes()
+        for remove, fd in (
+            (self.loop.remove_reader, self.stdout),
+            (self.loop.remove_writer, self.stdin),
+        ):
+            with contextlib.suppress(Exception):  # a closed loop
+                remove(fd)
+        _release(self.process)
 
-    def close_pipes(self) -> None:
-        for pipe in (self.process.stdin, self.process.stdout):
-            with contextlib.suppress(OSError):
-                if pipe is not None:
-                    pipe.close()
+
+def _release(process: subprocess.Popen[bytes]) -> None:
+    """Kill `process` and close our ends of its pipes."""
+    with contextlib.suppress(ProcessLookupError):
+        process.kill()
+    for pipe in (process.stdin, process.stdout):
+        with contextlib.suppress(OSError):
+            if pipe is not None:
+                pipe.close()
 
 
 class ProcessBuilder:
@@ -375,11 +381,7 @@ class ProcessBuilder:
     def _start(self) -> _Child | None:
         if self._closed or time.monotonic() < self._down_until or self._loop is None:
             return None
-        env = {**os.environ, BUILDER_SETTINGS: json.dumps(self._config)}
-        # the child imports llmops from where this process does (the Functions host's folders;
-        # -P: not from the working directory first, which `-m` would otherwise put ahead)
-        env["PYTHONPATH"] = os.pathsep.join(p for p in sys.path if p)
-        argv = [sys.executable, "-P", "-m", "llmops.logs.builder"]
+        argv, env = child_command("llmops.logs.builder", BUILDER_SETTINGS, self._config)
         process = None
         try:
             process = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env)
@@ -387,10 +389,7 @@ class ProcessBuilder:
             self._loop.add_reader(child.stdout, self._readable, child)
         except Exception as exc:  # OSError mostly; anything else must not lose the frame
             if process is not None:
-                with contextlib.suppress(Exception):
-                    process.kill()
-                    process.stdin and process.stdin.close()
-                    process.stdout and process.stdout.close()
+                _release(process)
             self._down_until = time.monotonic() + DOWN_S
             self._log_once("start", "could not start the request-log builder: %s", exc)
             return None

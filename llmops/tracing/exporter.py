@@ -36,6 +36,7 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
+from llmops.child import child_command
 from llmops.slices import Slices, share_cpu
 from llmops.tracing.otlp import DOWN_S, OtlpTraceSink, QueuedSink
 
@@ -152,17 +153,10 @@ class ProcessTraceSink(QueuedSink):
 
     async def _start(self) -> asyncio.subprocess.Process | None:
         config = {**asdict(self.settings), "appinsights_connection_string": None}
-        env = {**os.environ, CHILD_SETTINGS: json.dumps(config)}
-        # the child imports llmops and its dependencies from where this process does (under
-        # the Functions host, sys.path holds the app's folders; PYTHONPATH does not; -P: not
-        # from the working directory first, which `-m` would otherwise put ahead)
-        env["PYTHONPATH"] = os.pathsep.join(p for p in sys.path if p)
+        argv, env = child_command("llmops.tracing.exporter", CHILD_SETTINGS, config)
         try:
             process = await asyncio.create_subprocess_exec(
-                sys.executable,
-                "-P",
-                "-m",
-                "llmops.tracing.exporter",
+                *argv,
                 stdin=asyncio.subprocess.PIPE,
                 stdout=asyncio.subprocess.PIPE,
                 env=env,

@@ -268,7 +268,8 @@ class OtlpTraceSink(QueuedSink):
         return len(self._pending)
 
     def _enqueue(self, records: list[dict[str, Any]] | None, lines: list[bytes] | None) -> None:
-        self._pending.extend(records if records is not None else map(orjson.loads, lines or ()))
+        assert records is not None  # only a `LineSink` (the exporter process) takes lines alone
+        self._pending.extend(records)
         if self._task is None or self._task.done():
             self._task = asyncio.create_task(self._run())  # on the loop `_accept` runs on
 

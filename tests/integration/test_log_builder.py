@@ -25,7 +25,6 @@ from llmops.logs.record import build_record
 from llmops.logs.store import LocalStore
 from llmops.logs.writer import RequestLogWriter
 from llmops.redact import Redactor
-from llmops.settings import LogSettings
 from tests.integration.test_log_writer import call, settings, stored_ids
 
 pytestmark = pytest.mark.integration
@@ -242,11 +241,6 @@ async def test_the_builder_follows_the_redactors_mode_and_content_setting(
     )
     request = json.loads(line)["request"]
     assert "messages" not in request and "user" not in request["params"]
-
-
-def test_the_process_setting_is_on_unless_turned_off() -> None:
-    assert LogSettings.from_env({}).process is True
-    assert LogSettings.from_env({"LLMOPS_LOG_PROCESS": "off"}).process is False
 
 
 async def test_a_child_that_falls_too_far_behind_is_stopped_and_its_calls_built_here(

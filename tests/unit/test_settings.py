@@ -7,7 +7,7 @@ import re
 
 import pytest
 
-from llmops.settings import Settings, SettingsError
+from llmops.settings import LogSettings, Settings, SettingsError
 
 pytestmark = pytest.mark.unit
 
@@ -137,3 +137,9 @@ def test_the_drift_experiment_defaults_to_a_workspace_path_on_databricks() -> No
                 "LLMOPS_DRIFT_EXPERIMENT": "llmops-drift",
             }
         )
+
+
+def test_records_are_built_in_a_child_process_unless_turned_off() -> None:
+    assert LogSettings.from_env({}).process is True
+    assert LogSettings.from_env({"LLMOPS_LOG_PROCESS": "off"}).process is False
+    assert LogSettings().process is False  # a writer made in code builds in its own process
