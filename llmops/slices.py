@@ -19,6 +19,7 @@ from time import perf_counter, thread_time
 from typing import Any
 
 SLICE_S = 0.0001  # work between two turns of the loop: 0.1 ms, at least
+OFFER_S = 0.0003  # a background process offers the CPU after this much of its own CPU time
 SHARE = 0.5  # or half the loop thread's CPU time spent on calls while the slice waited its turn
 _yield_cpu: Callable[[], None] | None = None  # set by `share_cpu()`
 _in_slices = 0.0  # CPU time of the loop's thread spent in slices, every `Slices` together
@@ -32,6 +33,31 @@ def share_cpu() -> None:
     and costs a system call (~1 us) per slice when no one is."""
     global _yield_cpu
     _yield_cpu = getattr(os, "sched_yield", None)  # not on Windows
+
+
+def cpu_offers(budget_s: float = OFFER_S) -> Callable[[], None]:
+    """For a process that only does background work in runs of short items (the request-log
+    builder): a callable to run between items, which offers the CPU (`sched_yield`) once the
+    process has spent `budget_s` of CPU time since it last did. A run of ~64 records is ~4 ms
+    of CPU, and a gateway woken on the same CPU waited for it (c=1 p99 +1.3 ms); a yield after
+    every ~60 us record fixed that but cost the gateway ~0.05 ms of CPU per call at c=64,
+    a context switch per record whenever anything else is runnable (docs/benchmarks.md,
+    session 10). After 0.3 ms the wait stays short and the switches are ~5x fewer. CPU time,
+    not wall time: time spent blocked on a read or preempted is not work that delays anyone.
+    Does nothing where there is no `sched_yield` (Windows)."""
+    yield_cpu = getattr(os, "sched_yield", None)
+    until = thread_time() + budget_s
+
+    def offer() -> None:
+        nonlocal until
+        if yield_cpu is None:
+            return
+        now = thread_time()
+        if now >= until:
+            yield_cpu()
+            until = now + budget_s
+
+    return offer
 
 
 class Slices:

@@ -57,6 +57,28 @@ async def test_a_background_process_also_offers_the_cpu_at_each_turn(
     assert yields == 5  # no turn, no yield
 
 
+def test_a_background_process_offers_the_cpu_once_its_budget_of_cpu_time_is_spent(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    clock = itertools.count(0.0, 0.25)  # each record takes a quarter of the budget (exact floats)
+    monkeypatch.setattr(slices, "thread_time", lambda: next(clock))
+    yields = 0
+
+    def sched_yield() -> None:
+        nonlocal yields
+        yields += 1
+
+    monkeypatch.setattr(slices.os, "sched_yield", sched_yield, raising=False)
+    offer = slices.cpu_offers(1.0)  # reads the clock: 0
+    for _ in range(25):
+        offer()  # the 4th read is at 1.0: a yield, and the budget starts again from there
+    assert yields == 6
+    monkeypatch.delattr(slices.os, "sched_yield")
+    offer = slices.cpu_offers(0.0)
+    offer()  # Windows: nothing to offer the CPU with
+    assert yields == 6
+
+
 class Thing:
     """An item that can be watched with a weak reference (records and lines cannot)."""
 
