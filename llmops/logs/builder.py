@@ -16,11 +16,12 @@ array of calls (`encode`). The child answers every frame, in order, with a body 
 header length, a JSON header `{"calls": n, "failures": f, "groups": [[hour, lines, bytes],
 ...]}` and the lines of each group, one after the other. Closing stdin stops the child.
 
-Failures cost no record. The parent keeps each call until its line is back. When the child
-cannot start, exits, answers garbage or falls more than `MAX_UNANSWERED` calls or
-`SETTLE_S` seconds behind a flush, it is stopped, and once its output has ended the calls it
-did not answer are built in the gateway's process as without a child (so never twice); it is
-started again no sooner than `DOWN_S` seconds later. A call the child cannot encode (a body
+Failures cost no record. The parent keeps each call until its line is back. While the child
+has `MAX_UNANSWERED` calls unanswered, further frames are built in the gateway's process.
+When the child cannot start, exits, answers garbage or falls `SETTLE_S` seconds behind a
+flush, it is stopped, and once its output has ended the calls it did not answer are built in
+the gateway's process as without a child (so never twice); it is started again no sooner
+than `DOWN_S` seconds later. A call the child cannot encode (a body
 orjson refuses) is built in the gateway's process too.
 """
 
@@ -55,7 +56,7 @@ DOWN_S = 30.0  # after the child failed, calls are built in the gateway's proces
 SETTLE_S = 5.0  # a flush waits this long for the child's answers before building them here
 FRAME_CALLS = 64  # calls per frame, at most: one pipe write, one wake-up of the child each
 LINGER_S = 0.05  # and a frame waits this long for more calls (a flush sends it at once)
-MAX_UNANSWERED = 5_000  # calls handed over and not answered: beyond, the child is stuck
+MAX_UNANSWERED = 5_000  # calls sent and not answered: beyond, further frames are built here
 STOP_S = 5.0  # a closing child may take this long to answer and exit before it is killed
 
 Place = Callable[[str, bytes, int], None]  # hour ("YYYY-MM-DDTHH"), lines, how many
@@ -321,11 +322,23 @@ class ProcessBuilder:
             for _, info in calls:
                 self._here(info)
             return
+        if len(self._sent) >= MAX_UNANSWERED:
+            # Behind: a burst faster than the child builds (~16,000 records/s here), or a
+            # stall, which the next flush finds out (SETTLE_S). Either way the child keeps
+            # what it has, and this frame is built here, so that the calls waiting on the
+            # child stay bounded; stopping a child that is only behind would hand all of its
+            # calls to the loop at once, and build every record here for DOWN_S.
+            self._log_once(
+                "behind",
+                "the request-log builder is %d calls behind: building records here meanwhile",
+                len(self._sent),
+            )
+            for _, info in calls:
+                self._here(info)
+            return
         body = b"[" + b",".join(parts) + b"]"
         self._sent.extend(calls)
         self._write(child, len(body).to_bytes(4, "big") + body)
-        if len(self._sent) > MAX_UNANSWERED:
-            self._fail("stuck", "the request-log builder fell %d calls behind", len(self._sent))
 
     def _here(self, info: CallInfo) -> None:
         self._build_here(info)
