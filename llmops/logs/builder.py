@@ -57,6 +57,7 @@ SETTLE_S = 5.0  # a flush waits this long for the child's answers before buildin
 FRAME_CALLS = 64  # calls per frame, at most: one pipe write, one wake-up of the child each
 LINGER_S = 0.05  # and a frame waits this long for more calls (a flush sends it at once)
 MAX_UNANSWERED = 5_000  # calls sent and not answered: beyond, further frames are built here
+REAP_S, REAP_TRIES = 0.05, 100  # a killed child's exit status is collected within 5 s
 STOP_S = 5.0  # a closing child may take this long to answer and exit before it is killed
 
 Place = Callable[[str, bytes, int], None]  # hour ("YYYY-MM-DDTHH"), lines, how many
@@ -206,6 +207,16 @@ class _Child:
             with contextlib.suppress(Exception):  # a closed loop
                 remove(fd)
         _release(self.process)
+        _reap(self.process, self.loop, REAP_TRIES)
+
+
+def _reap(process: subprocess.Popen[bytes], loop: asyncio.AbstractEventLoop, tries: int) -> None:
+    """Collect a killed child's exit status without blocking the loop (`poll`, every
+    REAP_S): a child nobody waits for stays a zombie. On a closed loop, or after REAP_TRIES,
+    `subprocess` reaps it at the next child's start."""
+    if process.poll() is None and tries > 1:
+        with contextlib.suppress(RuntimeError):  # a closed loop
+            loop.call_later(REAP_S, _reap, process, loop, tries - 1)
 
 
 def _release(process: subprocess.Popen[bytes]) -> None:

@@ -242,8 +242,9 @@ class RequestLogWriter:
                 if self._calls:
                     self._take(self._calls.popleft())
                     await slices.turn()
-            freed = self._notify()
-            hours, self._hours = self._hours, {}
+            batch, self._for_sinks = self._for_sinks, ([], [])
+            hours, self._hours = self._hours, {}  # the same calls as `batch`
+            freed = self._notify(batch, await self._parsed(batch, slices))
             blobs, self._unsent = self._unsent, []
             blobs += await self._blobs(hours, slices)
             for items in freed:
@@ -279,7 +280,8 @@ class RequestLogWriter:
         calls not yet built (built here: only those added since the loop's last turn)."""
         while self._calls:
             self._take(self._calls.popleft())
-        freed = self._notify()
+        batch, self._for_sinks = self._for_sinks, ([], [])
+        freed = self._notify(batch)  # the lines it needs parsed at once: an emergency path
         self.stats["spilled"] += self._lines
         hours, self._hours = self._hours, {}
         self._start(self._spill(hours, freed))
@@ -305,19 +307,36 @@ class RequestLogWriter:
             await release(hour.parts, slices)
         return blobs
 
-    def _notify(self) -> list[list[Any]]:
+    async def _parsed(
+        self, batch: tuple[list[dict[str, Any]], list[bytes]], slices: Slices
+    ) -> list[dict[str, Any]] | None:
+        """The batch's records parsed from its lines, a slice at a time, when a sink needs
+        records and some lines came from the builder process (metrics with Application
+        Insights, in-process traces): ~8.5 us a line here, ~4 ms of the loop for 500 at once."""
+        records, lines = batch
+        if len(records) == len(lines) or all(isinstance(s, LineSink) for s in self.sinks):
+            return None
+        parsed = []
+        for line in lines:
+            parsed.append(orjson.loads(line))
+            await slices.turn()
+        return parsed
+
+    def _notify(
+        self,
+        batch: tuple[list[dict[str, Any]], list[bytes]],
+        parsed: list[dict[str, Any]] | None = None,
+    ) -> list[list[Any]]:
         """Hand the batch's (redacted) records to the sinks: traces, metrics; a `LineSink`
         also gets their JSON lines (and no records when the builder process made them: it
-        parses what it needs). A sink must not block the loop (offload slow work itself), nor
-        keep the lists (copy what it keeps); its failures are logged, never raised. Returns
-        the lists, for the caller to free in slices (500 records at once: ~0.8 ms of the
-        loop)."""
-        records, lines = self._for_sinks
+        parses what it needs). The others get `parsed` then, or the lines parsed here. A sink
+        must not block the loop (offload slow work itself), nor keep the lists (copy what it
+        keeps); its failures are logged, never raised. Returns the lists, for the caller to
+        free in slices (500 records at once: ~0.8 ms of the loop)."""
+        records, lines = batch
         if not lines:
             return []
-        self._for_sinks = ([], [])
         built: list[dict[str, Any]] | None = records if len(records) == len(lines) else None
-        parsed: list[dict[str, Any]] | None = None
         for sink in self.sinks:
             try:
                 if isinstance(sink, LineSink):

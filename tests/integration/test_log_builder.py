@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import json
 import logging
 import os
@@ -18,6 +19,7 @@ from typing import Any
 import orjson
 import pytest
 
+from llmops import slices
 from llmops.gateway.service import Attempt, CallInfo
 from llmops.logs import builder
 from llmops.logs.builder import decode, encode
@@ -155,6 +157,17 @@ async def test_a_child_killed_mid_run_loses_and_doubles_nothing(
     await writer.aclose()
     assert await stored_ids(store) == [f"req-{n:05d}" for n in range(400)]
     assert "request-log builder exited" in caplog.text
+    assert await reaped(child.process) == -signal.SIGKILL
+
+
+async def reaped(process: subprocess.Popen[bytes]) -> int | None:
+    """The exit status the builder collected for `process` (this does not wait for it
+    itself: `returncode` is set only by a `poll` or `wait`), None after 2 s: a zombie."""
+    for _ in range(40):
+        if process.returncode is not None:
+            break
+        await asyncio.sleep(0.05)
+    return process.returncode
 
 
 async def test_a_child_that_stalls_is_replaced_by_building_here(
@@ -174,7 +187,7 @@ async def test_a_child_that_stalls_is_replaced_by_building_here(
         started = time.monotonic()
         await writer._builder.settle(0.3)  # what a flush does, with a shorter patience
         assert time.monotonic() - started < 2
-        assert process.wait(5) == -signal.SIGKILL  # stopped, so it cannot answer late
+        assert await reaped(process) == -signal.SIGKILL  # stopped, so it cannot answer late
     finally:
         with contextlib.suppress(ProcessLookupError):
             os.kill(process.pid, signal.SIGCONT)
@@ -292,3 +305,41 @@ async def test_an_answer_that_is_not_utf8_is_built_here_as_it_would_have_been(
     )
     assert here in lines_in(store)
     assert await stored_ids(store) == ["req-00007", "req-00008"]
+
+
+async def test_a_sink_that_needs_records_gets_the_childs_lines_parsed_in_slices(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    given: list[tuple[int, list[str]]] = []  # the other task's turns when the sink was called
+    turns = 0
+
+    def sink(records: list[dict[str, Any]]) -> None:  # metrics, in-process traces
+        given.append((turns, [r["request_id"] for r in records]))
+
+    store = LocalStore(tmp_path / "store", "request-logs")
+    logs = settings(tmp_path, process=True, flush_s=60)
+    writer = RequestLogWriter(logs, store, Redactor(), instance="test-1", sinks=[sink])
+    for n in range(300):
+        writer.add(call(n))
+    assert writer._builder is not None
+    await writer._builder.settle()  # the lines are back from the child, none parsed yet
+
+    async def other() -> None:
+        nonlocal turns
+        while True:
+            await asyncio.sleep(0)
+            turns += 1
+
+    task = asyncio.ensure_future(other())
+    await asyncio.sleep(0)
+    clock = itertools.count(0.0, 1.0)  # from here each line parsed spends a slice's budget
+    monkeypatch.setattr(slices, "perf_counter", lambda: next(clock))
+    before = turns
+    await writer.flush()
+    task.cancel()
+    monkeypatch.undo()
+    [(at, ids)] = given
+    assert ids == [f"req-{n:05d}" for n in range(300)]
+    assert at - before >= 300  # the loop had a turn after each line, before the sink's call
+    await writer.aclose()
+    assert await stored_ids(store) == ids
