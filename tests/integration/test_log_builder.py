@@ -28,6 +28,7 @@ from llmops.logs.store import LocalStore
 from llmops.logs.writer import RequestLogWriter
 from llmops.redact import Redactor
 from tests.integration.test_log_writer import call, settings, stored_ids
+from tests.unit.turns import Turns, counting_turns
 
 pytestmark = pytest.mark.integration
 
@@ -311,10 +312,10 @@ async def test_a_sink_that_needs_records_gets_the_childs_lines_parsed_in_slices(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     given: list[tuple[int, list[str]]] = []  # the other task's turns when the sink was called
-    turns = 0
+    counted: list[Turns] = []
 
     def sink(records: list[dict[str, Any]]) -> None:  # metrics, in-process traces
-        given.append((turns, [r["request_id"] for r in records]))
+        given.append((counted[0].count, [r["request_id"] for r in records]))
 
     store = LocalStore(tmp_path / "store", "request-logs")
     logs = settings(tmp_path, process=True, flush_s=60)
@@ -323,23 +324,14 @@ async def test_a_sink_that_needs_records_gets_the_childs_lines_parsed_in_slices(
         writer.add(call(n))
     assert writer._builder is not None
     await writer._builder.settle()  # the lines are back from the child, none parsed yet
-
-    async def other() -> None:
-        nonlocal turns
-        while True:
-            await asyncio.sleep(0)
-            turns += 1
-
-    task = asyncio.ensure_future(other())
-    await asyncio.sleep(0)
-    clock = itertools.count(0.0, 1.0)  # from here each line parsed spends a slice's budget
-    monkeypatch.setattr(slices, "perf_counter", lambda: next(clock))
-    before = turns
-    await writer.flush()
-    task.cancel()
+    async with counting_turns() as turns:
+        counted.append(turns)
+        clock = itertools.count(0.0, 1.0)  # from here each line parsed spends a slice's budget
+        monkeypatch.setattr(slices, "perf_counter", lambda: next(clock))
+        await writer.flush()
     monkeypatch.undo()
     [(at, ids)] = given
     assert ids == [f"req-{n:05d}" for n in range(300)]
-    assert at - before >= 300  # the loop had a turn after each line, before the sink's call
+    assert at >= 300  # the loop had a turn after each line, before the sink's call
     await writer.aclose()
     assert await stored_ids(store) == ids
