@@ -207,7 +207,11 @@ class _Child:
             with contextlib.suppress(Exception):  # a closed loop
                 remove(fd)
         _release(self.process)
-        _reap(self.process, self.loop, REAP_TRIES)
+        try:  # the loop that runs now: the child's own may have ended (`_bind`)
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            loop = self.loop
+        _reap(self.process, loop, REAP_TRIES)
 
 
 def _reap(process: subprocess.Popen[bytes], loop: asyncio.AbstractEventLoop, tries: int) -> None:
@@ -269,6 +273,7 @@ class ProcessBuilder:
         self._logged: set[str] = set()
         self._closed = False
         self._handed = 0  # calls handed over so far
+        self._progress = 0.0  # when the child last answered, or was sent calls when idle
 
     def pending(self) -> int:
         """Calls handed over whose lines are not back yet."""
@@ -320,7 +325,7 @@ class ProcessBuilder:
 
     def _send(self) -> None:
         """Write the gathered frame to the child (started first when needed); while the
-        child is down, build its calls here."""
+        child is down, or MAX_UNANSWERED calls behind, build its calls here."""
         if self._linger is not None:
             self._linger.cancel()
             self._linger = None
@@ -335,19 +340,24 @@ class ProcessBuilder:
             return
         if len(self._sent) >= MAX_UNANSWERED:
             # Behind: a burst faster than the child builds (~16,000 records/s here), or a
-            # stall, which the next flush finds out (SETTLE_S). Either way the child keeps
-            # what it has, and this frame is built here, so that the calls waiting on the
-            # child stay bounded; stopping a child that is only behind would hand all of its
-            # calls to the loop at once, and build every record here for DOWN_S.
-            self._log_once(
-                "behind",
-                "the request-log builder is %d calls behind: building records here meanwhile",
-                len(self._sent),
-            )
+            # stall. A child that answered within SETTLE_S keeps what it has, and this frame
+            # is built here, so that the calls waiting on the child stay bounded; stopping a
+            # child that is only behind would hand all of its calls to the loop at once, and
+            # build every record here for DOWN_S. One that did not is stopped.
+            if time.monotonic() - self._progress > SETTLE_S:
+                self._fail("stuck", "the request-log builder answered nothing in %.1f s", SETTLE_S)
+            else:
+                self._log_once(
+                    "behind",
+                    "the request-log builder is %d calls behind: building records here meanwhile",
+                    len(self._sent),
+                )
             for _, info in calls:
                 self._here(info)
             return
         body = b"[" + b",".join(parts) + b"]"
+        if not self._sent:
+            self._progress = time.monotonic()  # it has had nothing to answer until now
         self._sent.extend(calls)
         self._write(child, len(body).to_bytes(4, "big") + body)
 
@@ -518,6 +528,7 @@ class ProcessBuilder:
         for _ in range(calls):
             self._sent.popleft()
         self._stats["build_failures"] += int(header["failures"])
+        self._progress = time.monotonic()
         self._answered.set()
 
     def _fail(self, key: str, message: str, *args: object) -> None:

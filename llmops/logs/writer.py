@@ -180,7 +180,7 @@ class RequestLogWriter:
 
     def _queue(self, info: CallInfo) -> None:
         """Build a call's record here, at a turn of its own (the builder process's calls when
-        it is down: thousands may come back at once)."""
+        it is down, thousands may come back at once, or while it is too far behind)."""
         self._calls.append(info)
         asyncio.get_running_loop().call_soon(self._build_next)
 
@@ -317,9 +317,12 @@ class RequestLogWriter:
         if len(records) == len(lines) or all(isinstance(s, LineSink) for s in self.sinks):
             return None
         parsed = []
-        for line in lines:
-            parsed.append(orjson.loads(line))
-            await slices.turn()
+        try:
+            for line in lines:
+                parsed.append(orjson.loads(line))
+                await slices.turn()
+        except orjson.JSONDecodeError:  # not expected: `_notify` tries again, sink by sink,
+            return None  # and logs it; the batch itself is written as it is
         return parsed
 
     def _notify(

@@ -158,7 +158,6 @@ async def test_a_child_killed_mid_run_loses_and_doubles_nothing(
     await writer.aclose()
     assert await stored_ids(store) == [f"req-{n:05d}" for n in range(400)]
     assert "request-log builder exited" in caplog.text
-    assert await reaped(child.process) == -signal.SIGKILL
 
 
 async def reaped(process: subprocess.Popen[bytes]) -> int | None:
@@ -257,9 +256,12 @@ async def test_the_builder_follows_the_redactors_mode_and_content_setting(
     assert "messages" not in request and "user" not in request["params"]
 
 
-async def test_a_child_too_far_behind_keeps_its_calls_and_further_ones_are_built_here(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
-) -> None:
+async def behind_child(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> tuple[RequestLogWriter, LocalStore, Any, list[int]]:
+    """A writer whose child answered once, is then SIGSTOPped (it answers nothing) and sent
+    100 calls, the bound (lowered from 5,000): the writer, its store, the child, and the
+    numbers of the calls built here since."""
     monkeypatch.setattr(builder, "MAX_UNANSWERED", 100)
     monkeypatch.setattr(builder, "FRAME_CALLS", 10)
     writer, store = await started_writer(tmp_path, flush_s=60)
@@ -268,15 +270,34 @@ async def test_a_child_too_far_behind_keeps_its_calls_and_further_ones_are_built
     assert writer._builder is not None
     child = writer._builder._child
     assert child is not None
-    os.kill(child.process.pid, signal.SIGSTOP)  # behind: alive, and answers nothing for now
+    here: list[int] = []
+    build_here = writer._builder._here
+
+    def spied(info: CallInfo) -> None:
+        here.append(int(info.request_id[4:]))
+        build_here(info)
+
+    writer._builder._here = spied  # type: ignore[method-assign]
+    os.kill(child.process.pid, signal.SIGSTOP)
+    for n in range(1, 101):
+        writer.add(call(n))
+        await asyncio.sleep(0)
+    assert len(writer._builder._sent) == 100 and not here
+    return writer, store, child, here
+
+
+async def test_a_child_too_far_behind_keeps_its_calls_and_further_ones_are_built_here(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    writer, store, child, here = await behind_child(tmp_path, monkeypatch)
+    assert writer._builder is not None
     try:
-        for n in range(1, 150):
+        for n in range(101, 150):
             writer.add(call(n))
             await asyncio.sleep(0)
-        await asyncio.sleep(3 * builder.LINGER_S)  # the last frame goes, its calls are built
-        # frames went to the child until 100 were unanswered; the rest were built here
+        await asyncio.sleep(3 * builder.LINGER_S)  # the last frame goes
+        assert here == list(range(101, 150))  # built here: the child has 100 unanswered
         assert len(writer._builder._sent) == 100
-        assert writer._lines == 49
         assert writer._builder._child is child and child.process.poll() is None
     finally:
         with contextlib.suppress(ProcessLookupError):
@@ -284,11 +305,37 @@ async def test_a_child_too_far_behind_keeps_its_calls_and_further_ones_are_built
     await writer.flush()  # the child catches up: its 100 lines come back
     assert writer._builder._child is child and child.process.poll() is None
     assert not writer._builder._sent
-    writer.add(call(150))  # and it builds again
+    writer.add(call(150))
+    await writer.flush()
+    assert here == list(range(101, 150))  # and the child builds again
     await writer.aclose()
     assert await stored_ids(store) == [f"req-{n:05d}" for n in range(151)]
     assert "calls behind" in caplog.text
     assert writer.stats["build_failures"] == 0
+
+
+async def test_a_child_at_the_bound_that_answers_nothing_is_stopped(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(builder, "SETTLE_S", 0.3)
+    writer, store, child, here = await behind_child(tmp_path, monkeypatch)
+    assert writer._builder is not None
+    try:
+        writer.add(call(101))
+        await asyncio.sleep(3 * builder.LINGER_S)  # within 0.3 s of its last answer: behind
+        assert writer._builder._child is child and here == [101]
+        await asyncio.sleep(0.3)
+        writer.add(call(102))  # no answer for longer than SETTLE_S: stuck
+        await asyncio.sleep(3 * builder.LINGER_S)
+        assert writer._builder._child is None
+        assert await reaped(child.process) == -signal.SIGKILL
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(child.process.pid, signal.SIGCONT)
+    await writer.aclose()
+    assert sorted(here) == list(range(1, 103))  # the child's 100 as well
+    assert await stored_ids(store) == [f"req-{n:05d}" for n in range(103)]
+    assert "answered nothing" in caplog.text
 
 
 async def test_an_answer_that_is_not_utf8_is_built_here_as_it_would_have_been(
@@ -335,3 +382,29 @@ async def test_a_sink_that_needs_records_gets_the_childs_lines_parsed_in_slices(
     assert at >= 300  # the loop had a turn after each line, before the sink's call
     await writer.aclose()
     assert await stored_ids(store) == ids
+
+
+async def test_a_line_sinks_cannot_parse_costs_the_sinks_that_batch_not_the_log(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    given: list[list[str]] = []
+    store = LocalStore(tmp_path / "store", "request-logs")
+    logs = settings(tmp_path, process=True, flush_s=60)
+    writer = RequestLogWriter(
+        logs,
+        store,
+        Redactor(),
+        instance="test-1",
+        sinks=[lambda records: given.append([r["request_id"] for r in records])],
+    )
+    writer.add(call(0))
+    await writer.flush()
+    hour = time.strftime("%Y-%m-%dT%H", time.gmtime())  # as `received_at[:13]`
+    writer._place(hour, b"not json\n", 1)  # what a child with a bug could send
+    writer.add(call(1))
+    await writer.flush()  # does not raise
+    writer.add(call(2))
+    await writer.aclose()
+    assert given == [["req-00000"], ["req-00002"]]  # the sinks missed the batch, nothing else
+    assert await stored_ids(store) == ["req-00000", "req-00001", "req-00002"]
+    assert "sink" in caplog.text and "failed" in caplog.text
