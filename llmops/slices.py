@@ -39,12 +39,12 @@ def cpu_offers(budget_s: float = OFFER_S) -> Callable[[], None]:
     """For a process that only does background work in runs of short items (the request-log
     builder): a callable to run between items, which offers the CPU (`sched_yield`) once the
     process has spent `budget_s` of CPU time since it last did. A run of ~64 records is ~4 ms
-    of CPU, and a gateway woken on the same CPU waited for it (c=1 p99 +1.3 ms); a yield after
-    every ~60 us record fixed that but cost the gateway ~0.05 ms of CPU per call at c=64,
-    a context switch per record whenever anything else is runnable (docs/benchmarks.md,
-    session 10). After 0.3 ms the wait stays short and the switches are ~5x fewer. CPU time,
-    not wall time: time spent blocked on a read or preempted is not work that delays anyone.
-    Does nothing where there is no `sched_yield` (Windows)."""
+    of CPU, and a gateway woken on the same CPU waited for it (c=1 p99 +1.2 ms over the
+    gateway alone); a yield after every ~60 us record is a context switch per record whenever
+    anything else is runnable, and still missed the +1 ms target. After 0.3 ms of CPU it met
+    it in three full runs, at the same CPU per call at c=64 (docs/benchmarks.md, session 11).
+    CPU time, not wall time: time spent blocked on a read or preempted is not work that
+    delays anyone. Does nothing where there is no `sched_yield` (Windows)."""
     yield_cpu = getattr(os, "sched_yield", None)
     until = thread_time() + budget_s
 

@@ -18,11 +18,11 @@ header length, a JSON header `{"calls": n, "failures": f, "groups": [[hour, line
 
 Failures cost no record. The parent keeps each call until its line is back. While the child
 has `MAX_UNANSWERED` calls unanswered, further frames are built in the gateway's process.
-When the child cannot start, exits, answers garbage or falls `SETTLE_S` seconds behind a
-flush, it is stopped, and once its output has ended the calls it did not answer are built in
-the gateway's process as without a child (so never twice); it is started again no sooner
-than `DOWN_S` seconds later. A call the child cannot encode (a body
-orjson refuses) is built in the gateway's process too.
+When the child cannot start, exits, answers garbage, falls `SETTLE_S` seconds behind a flush
+or answers nothing for `SETTLE_S` while `MAX_UNANSWERED` behind, it is stopped, and once its
+output has ended the calls it did not answer are built in the gateway's process as without a
+child (so never twice); it is started again no sooner than `DOWN_S` seconds later. A call
+the child cannot encode (a body orjson refuses) is built in the gateway's process too.
 """
 
 from __future__ import annotations
