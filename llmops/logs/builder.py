@@ -315,7 +315,7 @@ class ProcessBuilder:
         try:
             self._frame.append(orjson.dumps(encode(info)))
         except Exception:  # a value orjson refuses, an answer not UTF-8: built here
-            self._here(info)
+            self._build_here(info)
             return
         self._framed.append((number, info))
         if len(self._framed) >= FRAME_CALLS:
@@ -334,26 +334,12 @@ class ProcessBuilder:
             return
         self._framed, self._frame = [], []
         child = self._child or self._start()
+        if child is not None and len(self._sent) >= MAX_UNANSWERED:
+            self._behind()
+            child = None  # this frame is built here
         if child is None:
             for _, info in calls:
-                self._here(info)
-            return
-        if len(self._sent) >= MAX_UNANSWERED:
-            # Behind: a burst faster than the child builds (~16,000 records/s here), or a
-            # stall. A child that answered within SETTLE_S keeps what it has, and this frame
-            # is built here, so that the calls waiting on the child stay bounded; stopping a
-            # child that is only behind would hand all of its calls to the loop at once, and
-            # build every record here for DOWN_S. One that did not is stopped.
-            if time.monotonic() - self._progress > SETTLE_S:
-                self._fail("stuck", "the request-log builder answered nothing in %.1f s", SETTLE_S)
-            else:
-                self._log_once(
-                    "behind",
-                    "the request-log builder is %d calls behind: building records here meanwhile",
-                    len(self._sent),
-                )
-            for _, info in calls:
-                self._here(info)
+                self._build_here(info)
             return
         body = b"[" + b",".join(parts) + b"]"
         if not self._sent:
@@ -361,8 +347,20 @@ class ProcessBuilder:
         self._sent.extend(calls)
         self._write(child, len(body).to_bytes(4, "big") + body)
 
-    def _here(self, info: CallInfo) -> None:
-        self._build_here(info)
+    def _behind(self) -> None:
+        """The child has MAX_UNANSWERED calls unanswered: a burst faster than it builds
+        (~16,000 records/s here), or a stall. One that answered within SETTLE_S keeps what it
+        has, and the next frames are built here, so that the calls waiting on the child stay
+        bounded; stopping a child that is only behind would hand all of its calls to the loop
+        at once, and build every record here for DOWN_S. One that did not is stopped."""
+        if time.monotonic() - self._progress > SETTLE_S:
+            self._fail("stuck", "the request-log builder answered nothing in %.1f s", SETTLE_S)
+        else:
+            self._log_once(
+                "behind",
+                "the request-log builder is %d calls behind: building records here meanwhile",
+                len(self._sent),
+            )
 
     def _oldest(self) -> int:
         """The number of the oldest call not yet placed nor handed back (the stages are in
@@ -481,12 +479,12 @@ class ProcessBuilder:
                     body = bytes(received[4 : 4 + size])
                     del received[: 4 + size]
                     self._take(body)
-            except Exception as exc:  # a garbled answer: the child is stopped, calls kept
+            except Exception as exc:  # a garbled answer: stopped below, its calls kept
                 self._log_once("answer", "the request-log builder answered %r", exc)
-                child.stop()
             else:
                 return
-        # its output ended (it exited, or was stopped): let go of both pipes
+        # its output ended (it exited, or was stopped), or it answered garbage: stop it and
+        # let go of both pipes
         child.stop()
         child.ended.set()
         if self._child is child:
@@ -507,7 +505,7 @@ class ProcessBuilder:
     def _reclaim(self) -> None:
         """Build here the calls a child that answers nothing more was sent."""
         while self._sent:
-            self._here(self._sent.popleft()[1])
+            self._build_here(self._sent.popleft()[1])
         self._answered.set()
 
     def _take(self, body: bytes) -> None:

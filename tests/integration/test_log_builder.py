@@ -271,13 +271,13 @@ async def behind_child(
     child = writer._builder._child
     assert child is not None
     here: list[int] = []
-    build_here = writer._builder._here
+    build_here = writer._builder._build_here
 
     def spied(info: CallInfo) -> None:
         here.append(int(info.request_id[4:]))
         build_here(info)
 
-    writer._builder._here = spied  # type: ignore[method-assign]
+    writer._builder._build_here = spied
     os.kill(child.process.pid, signal.SIGSTOP)
     for n in range(1, 101):
         writer.add(call(n))
